@@ -1,0 +1,1 @@
+"""CLI command groups; see deploy_kit.cli.COMMAND_MODULES."""
