@@ -1,0 +1,71 @@
+"""Memory fit per device: weights / TP + KV cache + a stated runtime reserve vs HBM x utilisation.
+
+KV cache is sized for the worst case the card admits: max_num_seqs sequences, each at
+max_model_len tokens, so an admitted request never needs preemption. Per token and device:
+2 (K and V) x layers x kv_heads_per_device x head_dim x bytes. vLLM replicates KV heads when
+TP > num_kv_heads, so each device holds max(1, kv_heads // tp) heads.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+from .cards import DTYPE_BYTES, Card
+
+GIB = 1024**3
+
+
+class MemoryEstimate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    weights_gib: float              # per device
+    kv_cache_gib: float             # per device, max_num_seqs x max_model_len tokens
+    kv_bytes_per_token: int         # per device
+    reserve_gib: float              # activations, workspace, graphs (target profile)
+    need_per_device_gib: float
+    available_per_device_gib: float  # device memory x gpu_memory_utilization
+    device_memory_gib: float
+    fits: bool
+    max_full_length_seqs: int        # how many max_model_len sequences the leftover holds
+    formula: str
+
+
+def weight_bytes(card: Card) -> float:
+    m = card.model
+    if m.weight_bits:
+        return m.params_b * 1e9 * m.weight_bits / 8
+    dtype = card.serve.dtype or m.dtype
+    return m.params_b * 1e9 * DTYPE_BYTES[dtype]
+
+
+def kv_heads_per_device(kv_heads: int, tp: int) -> int:
+    return max(1, kv_heads // tp)
+
+
+def estimate(card: Card, *, tp: int, device_memory_gib: float, reserve_gib: float,
+             weights_in_device_memory: bool = True) -> MemoryEstimate:
+    s, c = card.serve, card.model.config
+    dtype = s.dtype or card.model.dtype
+    kv_dtype_bytes = DTYPE_BYTES[dtype]
+    per_tok = 2 * c.num_layers * kv_heads_per_device(c.num_kv_heads, tp) * c.head_dim * kv_dtype_bytes
+    tokens = s.max_model_len * s.max_num_seqs
+    kv = per_tok * tokens / GIB
+    weights = weight_bytes(card) / tp / GIB if weights_in_device_memory else 0.0
+    util = s.gpu_memory_utilization
+    available = device_memory_gib * util
+    need = weights + kv + reserve_gib
+    leftover = available - weights - reserve_gib
+    max_seqs = int(max(0.0, leftover) * GIB // (per_tok * s.max_model_len)) if per_tok else 0
+    formula = (
+        f"weights {weights:.2f} GiB (params {card.model.params_b}B x "
+        f"{card.model.weight_bits or kv_dtype_bytes * 8} bit / TP {tp})"
+        f" + KV {kv:.2f} GiB ({s.max_num_seqs} seqs x {s.max_model_len} tokens x {per_tok} B)"
+        f" + reserve {reserve_gib:.2f} GiB = {need:.2f} GiB"
+        f" vs {device_memory_gib:g} GiB x {util:g} = {available:.2f} GiB"
+    )
+    return MemoryEstimate(
+        weights_gib=round(weights, 3), kv_cache_gib=round(kv, 3), kv_bytes_per_token=per_tok,
+        reserve_gib=reserve_gib, need_per_device_gib=round(need, 3),
+        available_per_device_gib=round(available, 3), device_memory_gib=device_memory_gib,
+        fits=need <= available, max_full_length_seqs=max_seqs, formula=formula,
+    )
