@@ -43,7 +43,7 @@ def kv_heads_per_device(kv_heads: int, tp: int) -> int:
 
 
 def estimate(card: Card, *, tp: int, device_memory_gib: float, reserve_gib: float,
-             weights_in_device_memory: bool = True) -> MemoryEstimate:
+             weights_in_device_memory: bool = True, utilization: float | None = None) -> MemoryEstimate:
     s, c = card.serve, card.model.config
     dtype = s.dtype or card.model.dtype
     kv_dtype_bytes = DTYPE_BYTES[dtype]
@@ -51,7 +51,7 @@ def estimate(card: Card, *, tp: int, device_memory_gib: float, reserve_gib: floa
     tokens = s.max_model_len * s.max_num_seqs
     kv = per_tok * tokens / GIB
     weights = weight_bytes(card) / tp / GIB if weights_in_device_memory else 0.0
-    util = s.gpu_memory_utilization
+    util = s.gpu_memory_utilization if utilization is None else utilization
     available = device_memory_gib * util
     need = weights + kv + reserve_gib
     leftover = available - weights - reserve_gib

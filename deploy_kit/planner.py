@@ -275,8 +275,9 @@ def plan(card_ref: str | LoadedCard, *, target: str = DEFAULT_TARGET, tp: int | 
 
     if prof.kind == "cpu":
         kv_space = float(env.get("VLLM_CPU_KVCACHE_SPACE", prof.device_memory_gib))
-        mem = estimate(card, tp=1, device_memory_gib=kv_space / s.gpu_memory_utilization,
-                       reserve_gib=prof.runtime_reserve_gib, weights_in_device_memory=False)
+        # vllm-cpu gives the KV cache exactly VLLM_CPU_KVCACHE_SPACE GiB (no utilisation factor).
+        mem = estimate(card, tp=1, device_memory_gib=kv_space, reserve_gib=prof.runtime_reserve_gib,
+                       weights_in_device_memory=False, utilization=1.0)
     else:
         mem = estimate(card, tp=tp_eff, device_memory_gib=prof.device_memory_gib,
                        reserve_gib=prof.runtime_reserve_gib, weights_in_device_memory=prof.weights_in_device_memory)
@@ -365,5 +366,5 @@ def _mirror(prof: TargetProfile) -> str:
         return prof.base_image
     first = prof.base_image.split("/", 1)
     if "." in first[0] and len(first) == 2:  # registry host present (quay.io/...)
-        return f"{mirror}/{first[1]}" if mirror.endswith(first[0]) is False else f"{mirror}/{first[1]}"
+        return f"{mirror}/{first[1]}"
     return f"{mirror}/{prof.base_image}"
