@@ -124,7 +124,9 @@ def _line_for(path: str, lines: dict[str, int]) -> int | None:
 def validation_to_bad_input(exc: ValidationError, file: str, lines: dict[str, int],
                             model: type[BaseModel], prefix: str = "") -> BadInput:
     """First error of a pydantic ValidationError as one BadInput (file, line, dotted field, hint)."""
-    err = exc.errors()[0]
+    # An unknown key usually explains the "missing" error beside it (a misspelt name): report it first.
+    errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+    err = errors[0]
     loc = tuple(err["loc"])
     orig = (err.get("ctx") or {}).get("error")
     if isinstance(orig, FieldError):

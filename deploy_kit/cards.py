@@ -90,9 +90,9 @@ class ModelSpec(Strict):
     @model_validator(mode="after")
     def _source_fields(self) -> "ModelSpec":
         if self.source == "local" and not self.path:
-            raise FieldError("path", "source 'local' needs model.path (the weights directory)")
+            raise FieldError("source", "source 'local' needs model.path (the weights directory)")
         if self.source == "gguf" and self.gguf is None:
-            raise FieldError("gguf", "source 'gguf' needs model.gguf {package, file}")
+            raise FieldError("source", "source 'gguf' needs model.gguf {package, file}")
         return self
 
 
@@ -187,7 +187,7 @@ class Card(Strict):
         mml = self.serve.max_model_len
         if mml is not None and mml > self.model.context_length:
             raise FieldError("serve.max_model_len",
-                f"serve.max_model_len ({mml}) exceeds model.context_length ({self.model.context_length})"
+                f"{mml} exceeds model.context_length ({self.model.context_length})"
             )
         multimodal = any(m != "text" for m in self.model.modalities)
         if multimodal and not any(p.image for p in self.smoke.prompts):

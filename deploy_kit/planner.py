@@ -239,8 +239,12 @@ def plan(card_ref: str | LoadedCard, *, target: str = DEFAULT_TARGET, tp: int | 
                          field=f"targets.{prof.name}.unsupported")
     problem = revision_problem(card.model)
     if problem:
-        f, line = ("--set", None) if "model.revision" in res.set_keys else field_line(loaded, "model.revision")
-        raise BadInput(problem, file=f, line=line or loaded.lines.get("model.trust_remote_code"),
+        if "model.revision" in res.set_keys:
+            f, line = "--set", None
+        else:
+            f = str(loaded.path)
+            line = loaded.lines.get("model.revision") or loaded.lines.get("model.trust_remote_code")
+        raise BadInput(problem, file=f, line=line,
                        field="model.revision", hint="e.g. --set model.revision=<commit sha>")
     s = card.serve
     if s.max_model_len is None:
@@ -270,8 +274,10 @@ def plan(card_ref: str | LoadedCard, *, target: str = DEFAULT_TARGET, tp: int | 
     reasons: list[str] = []
     tp_eff = s.tensor_parallel_size
     reasons += _tp_reasons(card, tp_eff, prof)
-    host_ids, dev_reasons = _choose_devices(prof, tp_eff, parse_devices(devices), busy_devices or {})
-    reasons += dev_reasons
+    host_ids: list[int] = []
+    if tp_eff <= max(prof.device_count, 1):
+        host_ids, dev_reasons = _choose_devices(prof, tp_eff, parse_devices(devices), busy_devices or {})
+        reasons += dev_reasons
 
     if prof.kind == "cpu":
         kv_space = float(env.get("VLLM_CPU_KVCACHE_SPACE", prof.device_memory_gib))
