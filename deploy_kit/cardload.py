@@ -240,6 +240,9 @@ def _apply_set(data: dict, key: str, value: Any) -> None:
         if not isinstance(nxt, dict):
             raise BadInput(f"'{part}' is not a mapping", file="--set", field=key)
         cur = nxt
+    # env values are strings; `--set env.HCCL_BUFFSIZE=200` must not fail as "not a valid string"
+    if parts[0] == "env" and len(parts) == 2 and isinstance(value, (int, float, bool)):
+        value = str(value) if not isinstance(value, bool) else ("True" if value else "False")
     cur[parts[-1]] = value
 
 

@@ -25,7 +25,7 @@ def run(args, tmp_path):
 
 
 def test_enough_cases():
-    assert len(CASES) >= 20
+    assert len(CASES) >= 25
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["card"][:-5] for c in CASES])

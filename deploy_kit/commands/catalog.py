@@ -15,7 +15,10 @@ TARGET_HELP = "Target profile (ascend-a2, ascend-a3, cuda, cpu, or your own)."
 def _console():
     from rich.console import Console
 
-    return Console(highlight=False, soft_wrap=True)
+    con = Console(highlight=False, soft_wrap=True)
+    if not con.is_terminal:  # pipes and CI logs: don't fold tables to 80 columns
+        con.width = 160
+    return con
 
 
 def _print_json(data) -> None:
@@ -90,10 +93,12 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         t = Table()
-        for col in ("name", "model", "params", "modality", "default TP", "not on"):
+        t.add_column("name", no_wrap=True)
+        t.add_column("model", no_wrap=True)
+        for col in ("source", "params", "modality", "TP", "not on"):
             t.add_column(col)
         for r in rows:
-            t.add_row(r["name"], f"{r['model']} ({r['source']})", f"{r['params_b']}B",
+            t.add_row(r["name"], r["model"], r["source"], f"{r['params_b']}B",
                       "+".join(r["modalities"]), str(r["tp"]), ", ".join(r["unsupported_targets"]))
         _console().print(t)
 
