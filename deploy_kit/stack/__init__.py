@@ -1,0 +1,1 @@
+"""Stacks: several deployments on one host (allocation, ledger, compose project, Kubernetes)."""

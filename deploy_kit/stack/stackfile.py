@@ -1,0 +1,123 @@
+"""Stack file schema (compose/*.yaml) and stack planning: allocation first, then the planner per deployment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..errors import BadInput, Infeasible
+from .allocate import Allocation, Request, allocate
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Host(_Strict):
+    target: str
+    device_count: int | None = Field(None, ge=0)
+    hbm_gib: float | None = Field(None, gt=0)
+    interconnect_groups: list[list[int]] | None = None
+
+
+class Deployment(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    card: str
+    tp: int = Field(1, ge=1)
+    devices: list[int] | None = None
+    port: int = Field(ge=1, le=65535)
+    set: dict[str, Any] = Field(default_factory=dict)
+
+
+class FrontDoor(_Strict):
+    enabled: bool = True
+    port: int = Field(4000, ge=1, le=65535)
+    image: str = "ghcr.io/berriai/litellm:main-stable"
+
+
+class Stack(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    description: str = ""
+    host: Host
+    deployments: list[Deployment] = Field(min_length=1)
+    front_door: FrontDoor | None = None
+
+
+def load_stack(path: str | Path) -> Stack:
+    from ..cardload import load_yaml_with_lines, validation_to_bad_input
+
+    data, lines = load_yaml_with_lines(path)
+    try:
+        return Stack.model_validate(data)
+    except ValidationError as exc:
+        raise validation_to_bad_input(exc, str(path), lines, Stack) from None
+
+
+def host_shape(stack: Stack) -> tuple[int, list[list[int]], Any]:
+    """Device count and interconnect groups: the stack's host profile over the target profile."""
+    from ..targets import load_target
+
+    prof = load_target(stack.host.target)
+    n = stack.host.device_count if stack.host.device_count is not None else prof.device_count
+    groups = stack.host.interconnect_groups or getattr(prof, "interconnect_groups", None) or [list(range(n))]
+    groups = [[d for d in g if d < n] for g in groups]
+    return n, [g for g in groups if g], prof
+
+
+def allocate_stack(stack: Stack, busy: dict[int, str] | None = None) -> Allocation:
+    n, groups, prof = host_shape(stack)
+    if getattr(prof, "kind", "") == "cpu":
+        return Allocation(devices={d.name: [] for d in stack.deployments})
+    reqs = [Request(d.name, d.tp, tuple(d.devices) if d.devices is not None else None) for d in stack.deployments]
+    return allocate(n, reqs, busy=busy, groups=groups)
+
+
+def plan_stack(stack: Stack, *, busy_devices: dict[int, str] | None = None,
+               busy_ports: dict[int, str] | None = None, source: str = "") -> list:
+    """One planner.Plan per deployment; every reason from every deployment, raised together."""
+    from ..planner import plan
+
+    reasons: list[str] = []
+    ports = [d.port for d in stack.deployments]
+    if stack.front_door and stack.front_door.enabled:
+        ports.append(stack.front_door.port)
+    for p in sorted({p for p in ports if ports.count(p) > 1}):
+        reasons.append(f"port {p} is used twice in the stack")
+    for d in stack.deployments:
+        if busy_ports and d.port in busy_ports:
+            reasons.append(f"{d.name}: port {d.port} is held by {busy_ports[d.port]}")
+    alloc = allocate_stack(stack, busy_devices)
+    reasons += alloc.reasons
+    plans = []
+    for d in stack.deployments:
+        if d.name not in alloc.devices:
+            continue
+        sets = [f"{k}={v}" for k, v in d.set.items()]
+        try:
+            plans.append(plan(d.card, target=stack.host.target, tp=d.tp, devices=alloc.devices[d.name] or None,
+                              port=d.port, sets=sets, name=d.name, port_probe=None))
+        except Infeasible as exc:
+            reasons += [f"{d.name}: {r}" for r in (exc.reasons or [exc.message])]
+        except BadInput as exc:
+            reasons.append(f"{d.name}: {exc.one_line()}")
+    if reasons:
+        raise Infeasible(f"stack {stack.name} is infeasible ({len(reasons)} reason(s))", reasons=reasons,
+                         file=source or None)
+    return plans
+
+
+def apply_sets(stack: Stack, sets: list[str] | None) -> Stack:
+    """`--set DEPLOYMENT:key=value` adds a card override to one deployment (e.g. a reviewed revision)."""
+    for s in sets or []:
+        dep, sep, kv = s.partition(":")
+        key, eq, value = kv.partition("=")
+        if not sep or not eq or not key:
+            raise BadInput(f"expected DEPLOYMENT:key=value, got '{s}'", field="--set")
+        match = [d for d in stack.deployments if d.name == dep]
+        if not match:
+            raise BadInput(f"no deployment '{dep}' in stack {stack.name}", field="--set",
+                           hint="names: " + ", ".join(d.name for d in stack.deployments))
+        match[0].set[key] = value
+    return stack

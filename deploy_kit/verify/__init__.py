@@ -1,0 +1,1 @@
+"""Verification: bench (load generation + vLLM-style metrics), eval (greedy equivalence), report."""

@@ -1,0 +1,1 @@
+"""Weights: pull from ModelScope / Hugging Face / a local dir / a GGUF package, verify, cache."""

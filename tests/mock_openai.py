@@ -1,0 +1,184 @@
+"""Mock OpenAI-compatible streaming server on 127.0.0.1 (asyncio, no dependencies).
+
+Known delays: the first content chunk is sent `ttft_s` after the request is read, each further
+chunk `itl_s` after the previous one, so a correct client measures TTFT = ttft_s and
+TPOT = ITL = itl_s. Error injection via `error`: "http500", "midstream" (error event after
+2 chunks), "empty" (no content chunks), "drop" (connection closed mid-stream).
+Non-streaming /v1/completions returns `tokens` with per-token top_logprobs (for eval tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class MockConfig:
+    model: str = "mock-model"
+    ttft_s: float = 0.05
+    itl_s: float = 0.01
+    error: str = ""
+    usage: bool = True
+    # eval: fixed greedy output and its top-k alternatives per position
+    tokens: list[str] = field(default_factory=lambda: [" Paris", ".", " It", " is"])
+    alternatives: dict[int, str] = field(default_factory=dict)
+
+
+class MockServer:
+    def __init__(self, cfg: MockConfig | None = None) -> None:
+        self.cfg = cfg or MockConfig()
+        self.port = 0
+        self.requests: list[dict] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server = None
+        self._ready = threading.Event()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> "MockServer":
+        threading.Thread(target=self._run, daemon=True).start()
+        self._ready.wait(5)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._loop:
+            self._loop.call_soon_threadsafe(self._server.close)
+
+
+    def _run(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._server = self._loop.run_until_complete(
+            asyncio.start_server(self._handle, "127.0.0.1", 0))
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self._loop.run_forever()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:   # keep-alive loop
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode().split("\r\n")
+                method, path, _ = lines[0].split(" ", 2)
+                hdrs = {k.lower(): v.strip() for k, v in (l.split(":", 1) for l in lines[1:] if ":" in l)}
+                body = await reader.readexactly(int(hdrs.get("content-length", 0)))
+                t_read = time.perf_counter()
+                req = json.loads(body) if body else {}
+                self.requests.append(req)
+                if not await self._respond(writer, method, path, req, t_read):
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    @staticmethod
+    def _plain(writer, status: int, obj: dict) -> None:
+        data = json.dumps(obj).encode()
+        writer.write(f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+
+    async def _respond(self, writer, method, path, req, t_read) -> bool:
+        cfg = self.cfg
+        if method == "GET" and path == "/v1/models":
+            self._plain(writer, 200, {"object": "list", "data": [{"id": cfg.model}]})
+            return True
+        if cfg.error == "http500":
+            self._plain(writer, 500, {"error": {"message": "injected"}})
+            return True
+        if req.get("model") != cfg.model:
+            self._plain(writer, 404, {"error": {"message": f"model {req.get('model')} not found"}})
+            return True
+        chat = path.endswith("/chat/completions")
+        n = int(req.get("max_tokens") or 16)
+        if not req.get("stream"):
+            self._plain(writer, 200, self._nonstream(req, n))
+            return True
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n")
+
+        def send(obj) -> None:
+            data = (f"data: {obj if isinstance(obj, str) else json.dumps(obj)}\n\n").encode()
+            writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+
+        loop = asyncio.get_running_loop()
+        n_sent = 0
+        if cfg.error != "empty":
+            for i in range(n):
+                # absolute schedule: chunk i is due at t_read + ttft + i*itl (no drift)
+                due = t_read + cfg.ttft_s + i * cfg.itl_s
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
+                if cfg.error == "midstream" and i == 2:
+                    send({"error": {"message": "injected mid-stream error", "code": 500}})
+                    break
+                if cfg.error == "drop" and i == 2:
+                    await writer.drain()
+                    return False
+                piece = f" t{i}"
+                ch = {"index": 0, "delta": {"content": piece}} if chat else {"index": 0, "text": piece}
+                send({"id": "x", "object": "chunk", "model": cfg.model, "choices": [ch]})
+                await writer.drain()
+                n_sent += 1
+        if cfg.usage and req.get("stream_options", {}).get("include_usage"):
+            send({"id": "x", "choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": n_sent,
+                                                     "total_tokens": 7 + n_sent}})
+        send("[DONE]")
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        _ = loop
+        return True
+
+    def _nonstream(self, req: dict, n: int) -> dict:
+        toks = self.cfg.tokens[:n]
+        k = int(req.get("logprobs") or 0)
+        top = []
+        for i, t in enumerate(toks):
+            d = {t: -0.1}
+            if i in self.cfg.alternatives:
+                d[self.cfg.alternatives[i]] = -2.5
+            top.append(dict(list(d.items())[:max(k, 1)]))
+        return {"id": "x", "object": "text_completion", "model": self.cfg.model,
+                "choices": [{"index": 0, "text": "".join(toks), "finish_reason": "length",
+                             "logprobs": {"tokens": toks, "token_logprobs": [-0.1] * len(toks),
+                                          "top_logprobs": top}}],
+                "usage": {"prompt_tokens": 5, "completion_tokens": len(toks)}}
+
+
+class MockProcess:
+    """The same server in a child process, so it does not share the client's GIL/event loop
+    (needed at high concurrency: in-process, 64 streams' server work delays the client)."""
+
+    def __init__(self, cfg: MockConfig | None = None) -> None:
+        self.cfg = cfg or MockConfig()
+        self.proc = None
+        self.url = ""
+
+    def __enter__(self) -> "MockProcess":
+        import subprocess
+        import sys
+        from dataclasses import asdict
+
+        self.proc = subprocess.Popen([sys.executable, __file__, json.dumps(asdict(self.cfg))],
+                                     stdout=subprocess.PIPE, text=True)
+        self.url = self.proc.stdout.readline().strip()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+if __name__ == "__main__":  # python tests/mock_openai.py '{"ttft_s": 0.1, "itl_s": 0.02}'
+    import sys
+
+    raw = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
+    raw["alternatives"] = {int(k): v for k, v in raw.get("alternatives", {}).items()}
+    c = MockConfig(**raw)
+    with MockServer(c) as s:
+        print(s.url, flush=True)
+        threading.Event().wait()

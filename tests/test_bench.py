@@ -1,0 +1,80 @@
+"""bench against the mock streaming server: exact metric arithmetic, failures, bad input."""
+
+from __future__ import annotations
+
+import pytest
+
+from deploy_kit.errors import BadInput, RuntimeFailure
+from deploy_kit.verify.bench import BenchConfig, arrival_delays, make_prompts, run_bench
+from deploy_kit.verify.metrics import RequestRecord, aggregate
+from tests.mock_openai import MockConfig, MockServer
+
+pytestmark = pytest.mark.integration
+
+TTFT, ITL, NOUT = 0.100, 0.020, 11
+
+
+@pytest.mark.parametrize("concurrency", [1, 64])
+@pytest.mark.parametrize("api", ["completions", "chat"])
+def test_metrics_match_known_delays(concurrency, api):
+    with MockServer(MockConfig(ttft_s=TTFT, itl_s=ITL)) as srv:
+        res = run_bench(BenchConfig(url=srv.url, model="mock-model", api=api, input_len=8,
+                                    output_len=NOUT, num_prompts=max(4, concurrency),
+                                    concurrency=concurrency, warmup=1))
+    m = res["metrics"]
+    assert m["completed"] == max(4, concurrency) and m["failed"] == 0
+    assert m["total_output_tokens"] == NOUT * m["completed"]   # from usage
+    # within 1 ms of the server's schedule (the mock measures from request read, so the client
+    # sees a little more; ms-level slack covers loopback + event-loop latency)
+    assert abs(m["median_ttft_ms"] - TTFT * 1000) < 1.0 + (3.0 if concurrency > 1 else 0.0)
+    assert abs(m["mean_tpot_ms"] - ITL * 1000) < 1.0
+    assert abs(m["median_itl_ms"] - ITL * 1000) < 1.0
+    assert abs(m["median_e2el_ms"] - (TTFT + (NOUT - 1) * ITL) * 1000) < 1.0 + (3.0 if concurrency > 1 else 0.0)
+    assert all(len(r["itl"]) == NOUT - 1 for r in res["records"])
+    for key in ("mean_ttft_ms", "median_ttft_ms", "p99_ttft_ms", "p90_tpot_ms", "request_throughput",
+                "output_throughput", "total_token_throughput", "duration", "completed", "failed"):
+        assert key in m
+
+
+@pytest.mark.parametrize("error,needle", [("http500", "HTTP 500"), ("midstream", "stream error"),
+                                          ("empty", "zero-length"), ("drop", "")])
+def test_failures_are_counted_not_crashing(error, needle):
+    with MockServer(MockConfig(ttft_s=0.001, itl_s=0.001, error=error)) as srv:
+        res = run_bench(BenchConfig(url=srv.url, model="mock-model", output_len=5, num_prompts=3,
+                                    concurrency=2, warmup=0))
+    m = res["metrics"]
+    assert m["failed"] == 3 and m["completed"] == 0
+    assert all(not r["success"] and r["error"] for r in res["records"])
+    assert needle in m["errors"][0]
+
+
+def test_unreachable_url_is_runtime_failure():
+    with pytest.raises(RuntimeFailure, match="cannot reach"):
+        run_bench(BenchConfig(url="http://127.0.0.1:9", model="x"))
+
+
+def test_unknown_model_is_bad_input():
+    with MockServer() as srv, pytest.raises(BadInput, match="not served"):
+        run_bench(BenchConfig(url=srv.url, model="nope"))
+
+
+def test_goodput_and_tpot_definition():
+    recs = [RequestRecord(index=0, output_len=11, success=True, ttft=0.5, latency=1.5, prompt_len=3),
+            RequestRecord(index=1, output_len=11, success=True, ttft=3.0, latency=4.0, prompt_len=3),
+            RequestRecord(index=2, success=False, error="boom")]
+    m = aggregate(recs, 2.0, slo_ttft_ms=2000, slo_tpot_ms=100)
+    assert m["mean_tpot_ms"] == pytest.approx(100.0)
+    assert m["request_goodput"] == pytest.approx(0.5)   # only request 0 meets TTFT <= 2 s
+    assert m["failed"] == 1 and m["errors"] == ["boom"]
+    assert m["output_throughput"] == pytest.approx(11.0)
+
+
+def test_poisson_arrivals_mean_rate():
+    d = arrival_delays(4000, rate=4.0, burstiness=1.0, seed=1)
+    assert sum(d) / len(d) == pytest.approx(0.25, rel=0.05)
+    assert arrival_delays(3, float("inf"), 1.0, 0) == [0.0, 0.0, 0.0]
+
+
+def test_fallback_prompts_have_requested_word_count():
+    ps = make_prompts(3, 50)
+    assert all(len(p.split()) == 50 and n == 50 for p, n in ps)

