@@ -66,22 +66,23 @@ def test_full_download_then_zero_gets(hub, tmp_path):
     assert len(hub.requests) == n
 
 
-def test_resume_after_dropped_connection(hub):
+def test_dropped_connection_recovers_within_one_pull(hub):
+    """The server drops model.safetensors after 10000 bytes: the same pull retries and completes.
+
+    Measured with huggingface_hub 2.4.0: the retry re-fetches the file from byte 0 (no Range
+    header; each attempt writes a process-unique .incomplete file, upstream PR #4228), so a
+    partially downloaded *file* is not resumed, but finished files are never fetched again.
+    """
     hub.drop_once["model.safetensors"] = 10000
-    try:
-        pullmod.pull(spec(), log=lambda m: None)
-    except Exception:
-        pullmod.pull(spec(), log=lambda m: None)  # second pull resumes
-    ranges = [hd.get("Range") or hd.get("range") for m, p, hd in hub.requests
-              if m == "GET" and p.endswith("model.safetensors")]
+    res = pullmod.pull(spec(), log=lambda m: None)  # no exception: recovered inside the pull
+    gets = [p for m, p, hd in hub.requests if m == "GET" and p.endswith("model.safetensors")]
     d = pullmod.model_dir(spec())
     assert (d / "model.safetensors").read_bytes() == hub.files["model.safetensors"]
-    assert len(ranges) == 2  # one interrupted GET, one that completed
-    if not any(r and r.startswith("bytes=10000-") for r in ranges):
-        # Measured with huggingface_hub 2.4.0: each attempt writes a process-unique
-        # <etag>.<uuid>.incomplete file (huggingface_hub PR #4228), so a new pull re-fetches the
-        # file from byte 0 instead of sending Range. Completed files are still never re-fetched.
-        pytest.xfail("installed huggingface_hub does not resume partial files across pulls")
+    assert len(gets) == 2  # the interrupted GET and the one that completed
+    assert res.downloaded
+    others = [p for m, p, hd in hub.requests if m == "GET" and p.endswith("config.json")]
+    pullmod.pull(spec(), log=lambda m: None)
+    assert [p for m, p, hd in hub.requests if m == "GET" and p.endswith("config.json")] == others
 
 
 def test_corrupted_file_refetched_or_refused(hub):
