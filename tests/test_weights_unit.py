@@ -101,3 +101,17 @@ def test_spec_from_card_real_card():
         s = spec_from_card(load_card(n))
         assert s.name == n and s.source in ("modelscope", "huggingface", "local", "gguf")
         assert s.expected["architecture"]
+
+
+def test_cli_cache_ls_and_rm(isolated_home, capsys):
+    from deploy_kit.cli import main
+
+    d = isolated_home / "cache" / "tiny"
+    make_model_files(d)
+    (d / ".deploykit.json").write_text(json.dumps({"source": "huggingface", "repo": "org/tiny",
+                                                   "commit": "c" * 40, "files": []}))
+    assert main(["cache", "ls", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0]["name"] == "tiny" and rows[0]["commit"] == "c" * 40 and rows[0]["bytes"] > 0
+    assert main(["cache", "rm", "nope", "--yes"]) == 2
+    assert main(["cache", "rm", "tiny", "--yes"]) == 0 and not d.exists()

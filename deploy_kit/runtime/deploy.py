@@ -127,15 +127,18 @@ def ensure_weights(plan: Any, say: Say) -> Path | None:
         return dest
     if dest.exists() and any(dest.iterdir()):
         return dest
+    hint = f"run `deploykit pull {_g(plan, 'card_name')}`"
     try:
-        from ..weights import pull as _pull  # written by the weights helper
+        from ..cardload import load_card
+        from ..weights.pull import pull as _pull
+        from ..weights.spec import spec_from_card
     except ImportError as exc:
-        raise RuntimeFailure(f"weights missing at {dest}", hint=f"run `deploykit pull {_g(plan, 'card_name')}`") from exc
-    fn = getattr(_pull, "pull_plan", None) or getattr(_pull, "pull", None)
-    if fn is None:
-        raise RuntimeFailure(f"weights missing at {dest}", hint=f"run `deploykit pull {_g(plan, 'card_name')}`")
+        raise RuntimeFailure(f"weights missing at {dest}", hint=hint) from exc
     say(f"pulling weights for {_g(plan, 'card_name')}")
-    fn(_g(plan, "card_name"))
+    card = load_card(_g(plan, "card_path") or _g(plan, "card_name"))
+    _pull(spec_from_card(card), cache=dest.parent)
+    if not (dest.exists() and any(dest.iterdir())):
+        raise RuntimeFailure(f"weights missing at {dest} after pull", hint=hint)
     return dest
 
 
@@ -151,7 +154,7 @@ def gguf_source(plan: Any) -> tuple[str, str]:
         from ..cardload import load_card
 
         card = load_card(_g(plan, "card_name"))
-        card = card[0] if isinstance(card, tuple) else card
+        card = getattr(card, "card", card)  # cardload.LoadedCard -> cards.Card
         g = card.model.gguf
         return _g(g, "package"), _g(g, "file")
     except (ImportError, AttributeError) as exc:

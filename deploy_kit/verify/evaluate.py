@@ -1,0 +1,194 @@
+"""Greedy equivalence (deployment vs reference) and lm-eval task accuracy.
+
+Equivalence follows vLLM's tests/models/utils.py::check_logprobs_close: walk both greedy outputs
+token by token; at the first position where they differ, each side's token must appear in the
+other side's top-k logprobs (a near-tie flipped by numerics is fine); after a divergence the
+sequences are no longer comparable, so the comparison of that prompt stops there.
+Token identity is the token's text (vLLM's completions logprobs.tokens are decoded strings; the
+transformers reference decodes ids one by one the same way).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+
+from ..errors import BadInput, RuntimeFailure
+
+# Fixed prompts, in addition to the card's smoke prompts: short factual/continuation prompts whose
+# greedy continuations are stable for instruct models.
+FIXED_PROMPTS = [
+    "The capital of France is",
+    "1, 2, 3, 4, 5,",
+    "Water boils at a temperature of",
+    "def fibonacci(n):",
+    "The opposite of hot is",
+]
+
+
+@dataclass
+class Greedy:
+    tokens: list[str]
+    top: list[dict[str, float]]     # per position: token text -> logprob (top-k)
+
+
+@dataclass
+class PromptResult:
+    prompt: str
+    ok: bool
+    compared: int                   # positions compared (up to and including the divergence)
+    first_divergence: dict | None = None
+    deployment_text: str = ""
+    reference_text: str = ""
+
+
+@dataclass
+class EvalResult:
+    ok: bool
+    k: int
+    max_tokens: int
+    reference: str
+    results: list[PromptResult] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def compare(prompt: str, a: Greedy, b: Greedy) -> PromptResult:
+    """check_logprobs_close rule for one prompt; `a` = deployment, `b` = reference."""
+    n = min(len(a.tokens), len(b.tokens))
+    for i in range(n):
+        ta, tb = a.tokens[i], b.tokens[i]
+        if ta == tb:
+            continue
+        a_in_b, b_in_a = ta in b.top[i], tb in a.top[i]
+        div = {"position": i, "deployment_token": ta, "reference_token": tb,
+               "deployment_token_in_reference_topk": a_in_b,
+               "reference_token_in_deployment_topk": b_in_a}
+        return PromptResult(prompt, a_in_b and b_in_a, i + 1, div, "".join(a.tokens), "".join(b.tokens))
+    # one output ending early (EOS) is not a divergence of the shared prefix
+    return PromptResult(prompt, True, n, None, "".join(a.tokens), "".join(b.tokens))
+
+
+def endpoint_greedy(url: str, model: str, prompt: str, k: int, max_tokens: int,
+                    timeout: float = 120.0) -> Greedy:
+    """Completions API, temperature 0, logprobs=k (vLLM returns top-k per generated token)."""
+    body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0,
+            "logprobs": k}
+    try:
+        r = httpx.post(url.rstrip("/") + "/v1/completions", json=body, timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise RuntimeFailure(f"cannot reach {url}: {type(exc).__name__}: {exc}") from None
+    if r.status_code == 404:
+        raise BadInput(f"model {model!r} is not served by {url}", field="model")
+    if r.status_code != 200:
+        raise RuntimeFailure(f"{url}/v1/completions returned HTTP {r.status_code}: {r.text[:200]}")
+    lp = r.json()["choices"][0].get("logprobs") or {}
+    if not lp.get("tokens"):
+        raise RuntimeFailure(f"{url} returned no logprobs (does the server allow logprobs={k}?)")
+    return Greedy(tokens=list(lp["tokens"]), top=[dict(t or {}) for t in lp["top_logprobs"]])
+
+
+class HFReference:
+    """transformers on CPU loading the weights dir; torch/transformers imported lazily."""
+
+    def __init__(self, weights_dir: str | Path) -> None:
+        try:
+            import torch  # noqa: F401
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ImportError as exc:
+            raise BadInput(f"--reference hf needs torch and transformers ({exc})",
+                           hint="pip install 'deploykit[demo]'") from None
+        p = Path(weights_dir)
+        if not (p / "config.json").is_file():
+            raise BadInput(f"no weights at {p} (config.json missing)", hint="run `deploykit pull` first")
+        self.tok = AutoTokenizer.from_pretrained(str(p))
+        self.model = AutoModelForCausalLM.from_pretrained(str(p), torch_dtype="float32").eval()
+
+    def greedy(self, prompt: str, k: int, max_tokens: int) -> Greedy:
+        import torch
+
+        ids = self.tok(prompt, return_tensors="pt").input_ids
+        with torch.no_grad():
+            out = self.model.generate(ids, max_new_tokens=max_tokens, do_sample=False,
+                                      output_scores=True, return_dict_in_generate=True,
+                                      pad_token_id=self.tok.eos_token_id)
+        gen = out.sequences[0, ids.shape[1]:].tolist()
+        toks, top = [], []
+        for i, tid in enumerate(gen):
+            if tid == self.tok.eos_token_id:
+                break   # vLLM does not return the EOS token's text either
+            lp = torch.log_softmax(out.scores[i][0].float(), -1)
+            vals, idx = lp.topk(k)
+            toks.append(self.tok.decode([tid]))
+            top.append({self.tok.decode([j]): float(v) for v, j in zip(vals.tolist(), idx.tolist())})
+        return Greedy(toks, top)
+
+
+def run_equivalence(url: str, model: str, prompts: list[str], reference: str, *, k: int = 5,
+                    max_tokens: int = 32, weights_dir: str | None = None,
+                    reference_model: str | None = None) -> EvalResult:
+    """reference: "hf" (transformers on `weights_dir`) or a base URL of another endpoint."""
+    if reference == "hf":
+        hf = HFReference(weights_dir or "")
+        ref = lambda p: hf.greedy(p, k, max_tokens)  # noqa: E731
+    elif reference.startswith(("http://", "https://")):
+        ref = lambda p: endpoint_greedy(reference, reference_model or model, p, k, max_tokens)  # noqa: E731
+    else:
+        raise BadInput(f"--reference must be 'hf' or an http(s) URL, not {reference!r}", field="reference")
+    res = EvalResult(ok=True, k=k, max_tokens=max_tokens, reference=reference)
+    for p in prompts:
+        pr = compare(p, endpoint_greedy(url, model, p, k, max_tokens), ref(p))
+        res.results.append(pr)
+        res.ok &= pr.ok
+    return res
+
+
+# ---------------------------------------------------------------- lm-eval task accuracy
+def lm_eval_args(url: str, model: str, task: str, *, limit: int | None, chat: bool,
+                 tokenizer: str | None, include_path: str | None = None) -> dict:
+    """Arguments for lm_eval.simple_evaluate against an OpenAI-compatible server."""
+    backend = "local-chat-completions" if chat else "local-completions"
+    endpoint = "/v1/chat/completions" if chat else "/v1/completions"
+    margs = {"model": model, "base_url": url.rstrip("/") + endpoint, "num_concurrent": 4,
+             "max_retries": 2, "tokenized_requests": False}
+    if tokenizer:
+        margs["tokenizer"] = tokenizer
+    else:
+        margs["tokenizer_backend"] = "none"   # no hub download for a tokenizer
+    return {"model": backend, "model_args": ",".join(f"{k}={v}" for k, v in margs.items()),
+            "tasks": [task], "limit": limit, "include_path": include_path,
+            "apply_chat_template": chat}
+
+
+def run_lm_eval(url: str, model: str, task: str, metric: str, baseline: float, rel_tol: float, *,
+                limit: int | None = None, chat: bool = False, tokenizer: str | None = None,
+                include_path: str | None = None) -> dict:
+    """Task accuracy vs card baseline; pass iff |value - baseline| <= rel_tol * baseline.
+
+    lm-eval downloads task datasets from the HF hub unless the task is local (include_path with a
+    YAML task over local files); on a machine without hub access use a local task.
+    """
+    try:
+        import lm_eval
+        from lm_eval.tasks import TaskManager
+    except ImportError:
+        raise BadInput("task accuracy needs lm-eval", hint="pip install 'lm-eval[api]'") from None
+    a = lm_eval_args(url, model, task, limit=limit, chat=chat, tokenizer=tokenizer,
+                     include_path=include_path)
+    tm = TaskManager(include_path=a.pop("include_path"))
+    try:
+        out = lm_eval.simple_evaluate(task_manager=tm, **a)
+    except Exception as exc:  # lm-eval raises many kinds (dataset download, HTTP)
+        raise RuntimeFailure(f"lm-eval failed: {type(exc).__name__}: {exc}"[:400]) from None
+    results = out["results"][task]
+    key = next((k for k in results if k == metric or k.startswith(metric + ",")), None)
+    if key is None:
+        raise BadInput(f"metric {metric!r} not in lm-eval results for {task}: {sorted(results)}")
+    value = float(results[key])
+    ok = abs(value - baseline) <= rel_tol * abs(baseline)
+    return {"task": task, "metric": key, "value": value, "baseline": baseline, "rel_tol": rel_tol,
+            "ok": ok, "limit": limit, "lm_eval_args": a, "raw": json.loads(json.dumps(results, default=str))}
