@@ -17,6 +17,10 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 if ! docker info >/dev/null 2>&1; then
+  # A dockerd killed earlier leaves its pid file behind and the next one refuses to start.
+  if [ -f /var/run/docker.pid ] && ! kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null; then
+    rm -f /var/run/docker.pid
+  fi
   echo "starting dockerd (log: $DOCKERD_LOG)"
   nohup dockerd >"$DOCKERD_LOG" 2>&1 &
   for _ in $(seq 1 60); do

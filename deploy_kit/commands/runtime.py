@@ -68,7 +68,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def up(
         name: str = typer.Argument(..., help="Card name (models/<name>.yaml)."),
-        target: str = typer.Option("cpu", "--target", "-t", help="Target profile."),
+        target: str = typer.Option("ascend-a2", "--target", "-t", help="Target profile (default ascend-a2; cpu for the demo)."),
         tp: Optional[int] = typer.Option(None, "--tp", help="Tensor parallel size."),
         devices: Optional[str] = typer.Option(None, "--devices", help="Host device ids, comma separated."),
         port: Optional[int] = typer.Option(None, "--port", help="Host port."),

@@ -332,6 +332,13 @@ def up(name: str, target: str = "cpu", *, tp: int | None = None, devices: list[s
             shutil.rmtree(tmp, ignore_errors=True)
         return UpResult(dep, f"http://127.0.0.1:{port_}", model, ref, False, True, timings)
 
+    # Preflight before pulling gigabytes: driver/NPUs/device nodes/free HBM on Ascend, Docker,
+    # Compose, disk for the weights, CPU features. A blocking failure is exit 3 with every reason.
+    t0 = time.monotonic()
+    from ..doctor.runner import raise_if_blocked, run_doctor
+
+    raise_if_blocked(run_doctor(plan=plan, hubs=False))
+    lap("preflight", t0)
     t0 = time.monotonic()
     ensure_weights(plan, say)
     lap("weights", t0)
