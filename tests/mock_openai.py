@@ -106,7 +106,6 @@ class MockServer:
             data = (f"data: {obj if isinstance(obj, str) else json.dumps(obj)}\n\n").encode()
             writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
 
-        loop = asyncio.get_running_loop()
         n_sent = 0
         if cfg.error != "empty":
             for i in range(n):
@@ -130,7 +129,6 @@ class MockServer:
         send("[DONE]")
         writer.write(b"0\r\n\r\n")
         await writer.drain()
-        _ = loop
         return True
 
     def _nonstream(self, req: dict, n: int) -> dict:

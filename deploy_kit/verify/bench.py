@@ -71,19 +71,23 @@ def make_prompts(n: int, input_len: int, *, tokenizer=None, random_prompts: bool
              "have from or one had by word but not what all were we when your can said").split()
     out = []
     for i in range(n):
+        # fixed prompts rotate the word list by i: same length, but no two share a prefix, so
+        # the server's prefix cache does not turn prefill into a cache hit
         if tokenizer is not None:
             vocab = tokenizer.get_vocab_size()
             if random_prompts:
                 ids = [rng.randrange(100, max(101, vocab - 100)) for _ in range(input_len)]
             else:
-                base = tokenizer.encode(" ".join(words)).ids
-                ids = [(base * (input_len // max(1, len(base)) + 1))[j] for j in range(input_len)]
-                ids[0] = (ids[0] + i) % vocab if random_prompts else ids[0]
+                base = tokenizer.encode(" ".join(words[i % len(words):] + words[:i % len(words)])).ids
+                ids = (base * (input_len // max(1, len(base)) + 1))[:input_len]
+            text = tokenizer.decode(ids)
+            # decode->encode is not an identity for random ids; one truncation pass gets close
+            ids = tokenizer.encode(text).ids[:input_len]
             text = tokenizer.decode(ids)
             out.append((text, len(tokenizer.encode(text).ids)))
         else:
             seq = [rng.choice(words) for _ in range(input_len)] if random_prompts else \
-                [words[j % len(words)] for j in range(input_len)]
+                [words[(i + j) % len(words)] for j in range(input_len)]
             out.append((" ".join(seq), input_len))
     return out
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
-
 
 @dataclass
 class RequestRecord:
@@ -32,6 +30,8 @@ class RequestRecord:
 
 
 def _stats(name: str, values_s: list[float], percentiles: list[float]) -> dict[str, float]:
+    import numpy as np  # lazy: the `verify` extra; np.percentile = the interpolation vLLM uses
+
     arr = np.asarray(values_s, dtype=float) * 1000.0 if values_s else np.zeros(1)
     out = {
         f"mean_{name}_ms": float(arr.mean()),

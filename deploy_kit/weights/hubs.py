@@ -11,7 +11,7 @@ import fnmatch
 from pathlib import Path
 
 from deploy_kit.errors import BadInput, RuntimeFailure
-from deploy_kit.weights.spec import WeightSpec
+from deploy_kit.weights.spec import WeightSpec, is_commit
 
 
 def wanted(path: str, spec: WeightSpec) -> bool:
@@ -55,35 +55,83 @@ def hf_download(spec: WeightSpec, commit: str, dest: Path) -> None:
                              hint="run pull again to resume") from None
 
 
-def ms_listing(spec: WeightSpec) -> tuple[str, dict[str, dict]]:
-    from modelscope.hub.api import HubApi
+def ms_listing(spec: WeightSpec) -> tuple[str | None, dict[str, dict]]:
+    """List through the same legacy client call that snapshot_download makes (repo/files).
 
-    api = HubApi()
+    modelscope's compat HubApi.get_model_files keeps only Path and Size, so the raw entries
+    (Sha256, per-file Revision, CommittedDate, Type) come from modelscope_hub's client directly.
+    """
+    from modelscope_hub.api import HubApi
+    from modelscope_hub.errors import AuthenticationError, NotExistError, PermissionDeniedError
+
     rev = spec.revision or "master"
+    _ms_fresh_config()
+    api = HubApi()
     try:
-        entries = api.get_model_files(spec.repo_id, revision=rev, recursive=True)
+        # Same endpoint choice as snapshot_download: MODELSCOPE_ENDPOINT as is, else .cn then .ai.
+        api = HubApi(endpoint=api.resolve_endpoint_for_read(spec.repo_id, repo_type="model"))
+    except Exception:
+        pass
+    try:
+        entries = api.legacy.list_repo_files(spec.repo_id, "model", revision=rev, recursive=True)
+    except (NotExistError, AuthenticationError, PermissionDeniedError) as exc:
+        raise BadInput(f"modelscope: {spec.repo_id}@{rev} not found or not accessible",
+                       field="model.id", hint=type(exc).__name__) from None
     except Exception as exc:
         raise RuntimeFailure(f"modelscope: cannot list {spec.repo_id}@{rev}: {_short(exc)}",
-                             hint="check network / MODELSCOPE_DOMAIN, or use --offline") from None
-    files = {}
-    commit = rev
-    for e in entries:
-        if e.get("Type") == "tree" or not wanted(e["Path"], spec):
-            continue
-        files[e["Path"]] = {"size": e.get("Size"), "sha256": e.get("Sha256") or None}
-        commit = e.get("Revision") or commit
-    return commit, files
+                             hint="check network / MODELSCOPE_ENDPOINT, or use --offline") from None
+    blobs = [e for e in entries if (e.get("Type") or "blob") != "tree" and e.get("Path")]
+    files = {e["Path"]: {"size": e.get("Size"), "sha256": e.get("Sha256") or None}
+             for e in blobs if wanted(e["Path"], spec)}
+    return _ms_commit(spec, blobs), files
 
 
-def ms_download(spec: WeightSpec, commit: str, dest: Path) -> None:
+def _ms_commit(spec: WeightSpec, blobs: list[dict]) -> str | None:
+    """The commit to record: a pinned sha as given, else the newest per-file commit listed.
+
+    The repo/files API gives no repo-head commit, only each file's last commit (Revision) and its
+    time (CommittedDate). The newest of those over the whole tree is the head unless the head
+    commit only deleted files; without dates there is no way to order them, so record none.
+    """
+    if is_commit(spec.revision):
+        return spec.revision
+    revs = {e.get("Revision") for e in blobs if e.get("Revision")}
+    if len(revs) == 1:
+        return revs.pop()
+    dated = [e for e in blobs if e.get("Revision") and e.get("CommittedDate") is not None]
+    if not revs or len(dated) != len(blobs):
+        return None
+    return max(dated, key=lambda e: int(e["CommittedDate"]))["Revision"]
+
+
+def ms_download(spec: WeightSpec, commit: str | None, dest: Path) -> None:
     from modelscope import snapshot_download
 
+    _ms_fresh_config()
     try:
-        snapshot_download(spec.repo_id, revision=spec.revision or commit, local_dir=str(dest),
+        # Download at the requested name (the hub's per-file commits are not a tree to fetch from).
+        # cache_dir only holds the client's .lock files when local_dir is set: keep them hidden
+        # inside dest like huggingface_hub's .cache, not in ~/.cache/modelscope.
+        snapshot_download(spec.repo_id, revision=spec.revision or "master", local_dir=str(dest),
+                          cache_dir=str(dest / ".cache" / "modelscope"),
                           allow_patterns=spec.allow_patterns(), ignore_patterns=spec.ignore_patterns())
     except Exception as exc:
         raise RuntimeFailure(f"modelscope download of {spec.repo_id} failed: {_short(exc)}",
                              hint="run pull again to resume") from None
+
+
+def _ms_fresh_config() -> None:
+    # The client's default HubConfig is a process-wide singleton that keeps what the environment
+    # said at first use; rebuild it so MODELSCOPE_ENDPOINT (or the deprecated MODELSCOPE_DOMAIN),
+    # MODELSCOPE_API_TOKEN and MODELSCOPE_CACHE/HOME are read now, as HF_ENDPOINT is below.
+    import warnings
+
+    from modelscope_hub.config import get_default_config, set_default_config
+
+    set_default_config(None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # MODELSCOPE_DOMAIN deprecation
+        get_default_config()
 
 
 def _hf_endpoint() -> str | None:

@@ -69,6 +69,14 @@ def _cached_ok(d: Path, spec: WeightSpec, man: dict | None) -> bool:
                for f in man.get("files", []))
 
 
+def _listing_matches(man: dict, hub_files: dict[str, dict]) -> bool:
+    """No commit to compare (a ModelScope listing without one): compare the listed files instead."""
+    have = {f["path"]: f for f in man.get("files", [])}
+    return set(hub_files) <= set(have) and all(
+        (w.get("size") is None or w["size"] == have[p]["size"])
+        and (not w.get("sha256") or w["sha256"] == have[p]["sha256"]) for p, w in hub_files.items())
+
+
 def pull(spec: WeightSpec, *, cache: Path | None = None, offline: bool = False,
          dry_run: bool = False, log=print) -> PullResult:
     spec.check()
@@ -101,15 +109,17 @@ def pull(spec: WeightSpec, *, cache: Path | None = None, offline: bool = False,
         listing, download = ((hubs.hf_listing, hubs.hf_download) if spec.source == "huggingface"
                              else (hubs.ms_listing, hubs.ms_download))
         commit, hub_files = listing(spec)
+        at = commit or spec.revision or "master"  # a ModelScope listing may carry no commit
         if not hub_files:
-            raise BadInput(f"{spec.repo_id}@{commit}: no {spec.weights_format} weights to fetch",
+            raise BadInput(f"{spec.repo_id}@{at}: no {spec.weights_format} weights to fetch",
                            field="model.weights_format")
-        if man and man.get("commit") == commit and _cached_ok(d, spec, man):
-            log(f"{spec.name}: already cached at {commit}")
+        if (man and man.get("commit") == commit and _cached_ok(d, spec, man)
+                and (commit or _listing_matches(man, hub_files))):
+            log(f"{spec.name}: already cached at {at}")
             return PullResult(d, man, False)
         total = sum(f.get("size") or 0 for f in hub_files.values())
         present = sum((d / p).stat().st_size for p in hub_files if (d / p).is_file())
-        log(f"{spec.name}: {spec.source} {spec.repo_id}@{commit}: {len(hub_files)} files, "
+        log(f"{spec.name}: {spec.source} {spec.repo_id}@{at}: {len(hub_files)} files, "
             f"{total / 2**30:.2f} GiB")
         if dry_run:
             for p, f in sorted(hub_files.items()):

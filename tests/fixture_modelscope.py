@@ -1,0 +1,176 @@
+"""A tiny ModelScope hub on 127.0.0.1 for pull tests (stdlib http.server in a thread).
+
+Speaks what modelscope 1.40.2 / modelscope-hub 0.5.1 call for `snapshot_download(repo, revision=...,
+local_dir=..., allow_patterns=...)` and `HubApi().legacy.list_repo_files`, read from their source
+(modelscope_hub/_legacy_api.py, _download.py):
+
+GET /api/v1/models/{owner}/{name}/repo/files?Revision=R&Recursive=True[&Root=dir]
+    -> {"Code":200,"Success":true,"Data":{"Files":[{Name,Path,Type(blob|tree),Size,Sha256,
+        Revision(per-file last commit),CommittedDate,IsLFS,...}]}}
+GET /api/v1/models/{owner}/{name}/repo?Revision=R&FilePath=F   -> the bytes (LFS files: a 302 to
+    /oss/... on this server, as the real hub redirects to OSS); Range -> 206 + Content-Range
+GET /api/v1/repos/internalAccelerationInfo  -> 404 (the client's intra-cloud region probe)
+Faults for tests: drop_once[file]=n closes the first body after n bytes.
+Anything else -> 404 and is recorded, so a test can assert nothing unexpected was asked.
+Unknown revisions answer 404 {"Code":10010205001,...} like the real hub.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+HEAD = "a1b2c3d4e5f60718293a4b5c6d7e8f9012345678"   # newest commit (touched config.json)
+OLDER = "0fedcba9876543210fedcba9876543210fedcba9"  # commit that added the rest
+BRANCHES = ("master",)
+TAGS = ("v1.0",)
+
+
+class FixtureModelScope:
+    def __init__(self, repo: str, files: dict[str, bytes]) -> None:
+        self.repo, self.files = repo, files
+        self.requests: list[tuple[str, str, dict]] = []
+        self.list_sha256 = True  # the real hub lists Sha256 for every blob
+        self.with_revisions = True  # ... and each file's last commit (Revision, CommittedDate)
+        self._orig = dict(files)  # a file changed later gets a newer commit of its own
+        self.drop_once: dict[str, int] = {}  # file -> close the first body after n bytes
+        hub = self
+
+        class H(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                hub._handle(self, head=False)
+
+            def do_HEAD(self):
+                hub._handle(self, head=True)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *a):
+        self.stop()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def file_gets(self) -> list[str]:
+        """FilePath of every file download request (the /repo?FilePath= endpoint)."""
+        out = []
+        for m, p, _ in self.requests:
+            u = urlsplit(p)
+            if m == "GET" and u.path == f"/api/v1/models/{self.repo}/repo":
+                out.append(parse_qs(u.query).get("FilePath", [""])[0])
+        return out
+
+    # ---- responses -------------------------------------------------------------------------
+    def _entry(self, rel: str) -> dict:
+        data = self.files[rel]
+        newest = rel == "config.json"
+        e = {"Name": rel.rsplit("/", 1)[-1], "Path": rel, "Type": "blob", "Size": len(data),
+             "Revision": HEAD if newest else OLDER, "CommittedDate": 1700000500 if newest else 1700000000,
+             "CommitMessage": "update config" if newest else "initial", "IsLFS": rel.endswith(".safetensors"),
+             "Mode": "33188", "InCheck": False}
+        if data != self._orig.get(rel):
+            e.update(Revision=hashlib.sha1(data).hexdigest(), CommittedDate=1700001000, CommitMessage="edit")
+        if not self.with_revisions:
+            for k in ("Revision", "CommittedDate", "CommitMessage"):
+                e.pop(k)
+        if self.list_sha256:
+            e["Sha256"] = hashlib.sha256(data).hexdigest()
+        return e
+
+    def _listing(self, root: str | None) -> list[dict]:
+        out, dirs = [], set()
+        for rel in self.files:
+            if root and not rel.startswith(root.strip("/") + "/"):
+                continue
+            parts = rel.split("/")[:-1]
+            for i in range(1, len(parts) + 1):
+                dirs.add("/".join(parts[:i]))
+            out.append(self._entry(rel))
+        for d in sorted(dirs):  # the real recursive listing includes tree entries
+            out.append({"Name": d.rsplit("/", 1)[-1], "Path": d, "Type": "tree", "Size": 0,
+                        "Revision": OLDER, "CommittedDate": 1700000000})
+        return out
+
+    def _json(self, h, obj, status=200, head=False):
+        body = json.dumps(obj).encode()
+        h.send_response(status)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        if not head:
+            h.wfile.write(body)
+
+    def _not_found(self, h, msg, head=False):
+        return self._json(h, {"Code": 10010205001, "Success": False, "Message": msg,
+                              "RequestId": "fixture"}, 404, head)
+
+    def _handle(self, h, head: bool) -> None:
+        self.requests.append(("HEAD" if head else "GET", h.path, dict(h.headers)))
+        u = urlsplit(h.path)
+        q = {k: v[0] for k, v in parse_qs(u.query).items()}
+        base = f"/api/v1/models/{self.repo}"
+        rev = q.get("Revision", "master")
+        rev_ok = rev in BRANCHES or rev in TAGS or rev in (HEAD, OLDER)  # edits only move master
+        if u.path == base + "/repo/files":
+            if not rev_ok:
+                return self._not_found(h, f"revision {rev} not found", head)
+            return self._json(h, {"Code": 200, "Success": True, "Message": "success", "RequestId": "fixture",
+                                  "Data": {"Files": self._listing(q.get("Root")), "IsVisual": 0}}, head=head)
+        if u.path == base + "/repo":
+            rel = q.get("FilePath", "")
+            if not rev_ok or rel not in self.files:
+                return self._not_found(h, f"file {rel}@{rev} not found", head)
+            if rel.endswith(".safetensors"):  # LFS objects are served by OSS behind a redirect
+                h.send_response(302)
+                h.send_header("Location", f"{self.url}/oss/{self.repo}/{rel}")
+                h.send_header("Content-Length", "0")
+                h.end_headers()
+                return
+            return self._send_file(h, rel, head)
+        m = re.match(rf"^/oss/{re.escape(self.repo)}/(.+)$", u.path)
+        if m and m.group(1) in self.files:
+            return self._send_file(h, m.group(1), head)
+        return self._not_found(h, f"no route {u.path}", head)
+
+    def _send_file(self, h, rel: str, head: bool) -> None:
+        data = self.files[rel]
+        start, status = 0, 200
+        rng = h.headers.get("Range")
+        if rng:
+            start, status = int(re.match(r"bytes=(\d+)-", rng).group(1)), 206
+        body = data[start:]
+        h.send_response(status)
+        h.send_header("Content-Type", "application/octet-stream")
+        h.send_header("Accept-Ranges", "bytes")
+        h.send_header("Content-Length", str(len(body)))
+        if status == 206:
+            h.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        h.end_headers()
+        if head:
+            return
+        cut = self.drop_once.pop(rel, None)
+        if cut is not None:
+            import socket
+
+            h.wfile.write(body[:cut])
+            h.wfile.flush()
+            h.close_connection = True
+            h.connection.shutdown(socket.SHUT_RDWR)
+            return
+        h.wfile.write(body)
