@@ -40,8 +40,8 @@ def _max_in_flight(records):
 def test_metrics_match_known_delays(concurrency, api):
     # Zero-delay run first: its median TTFT is the loopback round trip + request build on this
     # machine; the metric arithmetic must then reproduce the mock's TTFT on top of it. The dev box
-    # has 2 cores shared by other jobs, so a load spike can add ms: one retry, best attempt counts.
-    for _attempt in range(2):
+    # has 2 cores shared by other jobs, so a load spike can add ms: up to three attempts, the first within 1 ms counts.
+    for _attempt in range(3):
         rtt_ms = _run(0.0, concurrency, api)["metrics"]["median_ttft_ms"]
         res = _run(TTFT, concurrency, api)
         m = res["metrics"]
