@@ -82,10 +82,12 @@ class Plan(BaseModel):
 # ------------------------------------------------------------------ small pieces
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """True when something holds host:port (checked by binding, which is what Docker will do)."""
+    bind = "0.0.0.0" if host in ("0.0.0.0", "") else host
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind((host, port))
+            s.bind((bind, port))
         except OSError:
             return True
     return False

@@ -99,11 +99,9 @@ def prepare_context(rendered_dir: Path, ctx: Path | None = None) -> Path:
 
 
 def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    from ..weights.verify import sha256_file
+
+    return sha256_file(path)
 
 
 def context_hash(ctx: Path) -> str:

@@ -139,17 +139,9 @@ def claim(rec: Record) -> None:
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
-    """True when nothing listens on host:port (checked by binding, which is what Docker will do)."""
-    import socket
+    from ..planner import port_in_use
 
-    bind = "0.0.0.0" if host in ("0.0.0.0", "") else host
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((bind, port))
-        except OSError:
-            return False
-    return True
+    return not port_in_use(port, host)
 
 
 def records_json() -> str:
