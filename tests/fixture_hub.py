@@ -53,12 +53,14 @@ def make_model_files(d: Path, config: dict | None = None) -> dict[str, bytes]:
     return files
 
 
-class FixtureHub:
-    def __init__(self, repo: str, files: dict[str, bytes]) -> None:
-        self.repo, self.files = repo, files
+class LocalHTTPServer:
+    """A threaded HTTP/1.1 server on 127.0.0.1 whose GET/HEAD go to self._handle(handler, head).
+
+    Shared by the Hugging Face and ModelScope fixture hubs; subclasses keep `requests` and answer.
+    """
+
+    def __init__(self) -> None:
         self.requests: list[tuple[str, str, dict]] = []
-        self.drop_once: dict[str, int] = {}
-        self.corrupt_once: set[str] = set()
         hub = self
 
         class H(BaseHTTPRequestHandler):
@@ -77,6 +79,9 @@ class FixtureHub:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
+    def _handle(self, h: BaseHTTPRequestHandler, head: bool) -> None:  # pragma: no cover
+        raise NotImplementedError
+
     def __enter__(self):
         self.thread.start()
         return self
@@ -87,6 +92,14 @@ class FixtureHub:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class FixtureHub(LocalHTTPServer):
+    def __init__(self, repo: str, files: dict[str, bytes]) -> None:
+        super().__init__()
+        self.repo, self.files = repo, files
+        self.drop_once: dict[str, int] = {}
+        self.corrupt_once: set[str] = set()
 
     def file_gets(self) -> list[str]:
         return [p for m, p, _ in self.requests if m == "GET" and "/resolve/" in p]

@@ -20,9 +20,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+
+from tests.fixture_hub import LocalHTTPServer
 
 HEAD = "a1b2c3d4e5f60718293a4b5c6d7e8f9012345678"   # newest commit (touched config.json)
 OLDER = "0fedcba9876543210fedcba9876543210fedcba9"  # commit that added the rest
@@ -30,42 +30,14 @@ BRANCHES = ("master",)
 TAGS = ("v1.0",)
 
 
-class FixtureModelScope:
+class FixtureModelScope(LocalHTTPServer):
     def __init__(self, repo: str, files: dict[str, bytes]) -> None:
+        super().__init__()
         self.repo, self.files = repo, files
-        self.requests: list[tuple[str, str, dict]] = []
         self.list_sha256 = True  # the real hub lists Sha256 for every blob
         self.with_revisions = True  # ... and each file's last commit (Revision, CommittedDate)
         self._orig = dict(files)  # a file changed later gets a newer commit of its own
         self.drop_once: dict[str, int] = {}  # file -> close the first body after n bytes
-        hub = self
-
-        class H(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *a):
-                pass
-
-            def do_GET(self):
-                hub._handle(self, head=False)
-
-            def do_HEAD(self):
-                hub._handle(self, head=True)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *a):
-        self.stop()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
     def file_gets(self) -> list[str]:
         """FilePath of every file download request (the /repo?FilePath= endpoint)."""
