@@ -14,6 +14,10 @@ from pathlib import Path
 
 import pytest
 
+# The e2e fixtures (Docker, the demo deployment) live in their own module; registering it here makes
+# its session fixtures one instance for the whole run instead of one per importing module.
+pytest_plugins = ["tests.conftest_e2e"]
+
 REPO = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

@@ -1,6 +1,7 @@
 """The running CPU demo deployment, shared by every e2e test (and the verification tests).
 
-Usage in a test module:  ``from tests.conftest_e2e import demo  # noqa: F401`` then take ``demo``.
+Registered once for the whole run by ``pytest_plugins`` in tests/conftest.py, so every e2e module
+shares the same session fixtures (one demo deployment per run); just take ``demo``.
 One session-scoped deployment: base image + cpu image are built once (content-addressed, so a
 second session reuses them), `deploykit up smollm2-135m-instruct --target cpu` runs once.
 """

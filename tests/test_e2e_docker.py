@@ -16,8 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest_e2e import (CARD, Demo, base_image, demo, e2e_env, free_port,  # noqa: F401
-                                record_for, run_cli)
+from tests.conftest_e2e import CARD, Demo, free_port, record_for, run_cli
 
 pytestmark = pytest.mark.e2e
 

@@ -86,8 +86,8 @@ def _smollm_dir() -> Path | None:
 @pytest.mark.e2e
 def test_transformers_reference_against_itself():
     """Real tier without a vLLM server: transformers on both sides must agree exactly.
-    TODO(lead): wire the demo deployment fixture (`deploykit up smollm2-135m-instruct --target cpu`)
-    and call run_equivalence(url, 'smollm2-135m-instruct', prompts, 'hf', weights_dir=...)."""
+    The comparison against the real vLLM demo deployment (run_equivalence via `deploykit eval
+    ... --reference hf`) is tests/test_verify_e2e.py::test_eval_vs_transformers."""
     try:
         import torch  # noqa: F401
         import transformers  # noqa: F401

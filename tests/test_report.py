@@ -77,3 +77,12 @@ def test_cpu_bandwidth_is_positive():
     from deploy_kit.verify.report import cpu_bandwidth
 
     assert cpu_bandwidth(size_mb=16, repeats=2) > 1e8
+
+
+def test_served_dtype_bytes_from_plan_argv():
+    """Roofline weight bytes follow the served --dtype (vLLM casts a bf16 file to float32)."""
+    from deploy_kit.verify.report import served_dtype_bytes
+
+    assert served_dtype_bytes(["--model", "/m", "--dtype", "float32", "--enforce-eager"]) == (4.0, "--dtype float32")
+    assert served_dtype_bytes(["--dtype=bfloat16"])[0] == 2.0
+    assert served_dtype_bytes(["--dtype", "auto"])[0] is None and served_dtype_bytes(None)[0] is None

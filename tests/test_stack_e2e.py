@@ -8,7 +8,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest_e2e import base_image, e2e_env, free_port, run_cli  # noqa: F401
+from tests.conftest_e2e import free_port, run_cli
 
 pytestmark = pytest.mark.e2e
 

@@ -23,9 +23,14 @@ def resolve_target(name_or_url: str, model: str | None) -> tuple[str, str, str, 
     if rec is None or rec.port is None:
         raise BadInput(f"no running deployment named {name_or_url!r}",
                        hint=f"run `deploykit up {name_or_url}` or pass a URL")
-    from ..paths import cache_dir
+    # the weights the container mounts (plan.weights.host_path); older records: the cache layout
+    host = (rec.plan.get("weights") or {}).get("host_path")
+    if host:
+        wdir = Path(host)
+    else:
+        from ..paths import cache_dir
 
-    wdir = cache_dir() / rec.card_name
+        wdir = cache_dir() / rec.card_name
     return rec.url, model or rec.served_model_name or rec.card_name, rec.card_name, \
         str(wdir) if wdir.is_dir() else None
 
@@ -102,7 +107,7 @@ def register(app: typer.Typer) -> None:
 
         from ..errors import BadInput, VerificationFailed
         from ..verify.bench import resolve_model
-        from ..verify.evaluate import FIXED_PROMPTS, run_equivalence, run_lm_eval
+        from ..verify.evaluate import FIXED_PROMPTS, chat_prompt, run_equivalence, run_lm_eval
 
         url, served, card_name, wdir = resolve_target(target, model)
         served = resolve_model(url, served)
@@ -111,7 +116,13 @@ def register(app: typer.Typer) -> None:
             from ..cardload import load_card
 
             loaded = load_card(card or card_name)
-        prompts = ([p.prompt for p in loaded.card.smoke.prompts] if loaded else []) + FIXED_PROMPTS
+        smoke_prompts = []
+        for p in (loaded.card.smoke.prompts if loaded else []):
+            # chat smoke prompts go through the model's chat template (same text to both sides)
+            text = chat_prompt(weights_dir or wdir, p.prompt) if getattr(p, "api", "") == "chat" else None
+            smoke_prompts.append(text or p.prompt)
+        # dict.fromkeys: a smoke prompt equal to a fixed one is compared once
+        prompts = list(dict.fromkeys(smoke_prompts + FIXED_PROMPTS))
         res = run_equivalence(url, served, prompts, reference, k=k, max_tokens=max_tokens,
                               weights_dir=weights_dir or wdir, reference_model=reference_model)
         dest = out or Path("reports") / (card_name or served.replace("/", "_")) / "eval.json"
@@ -183,8 +194,13 @@ def register(app: typer.Typer) -> None:
                 bw, src = rp.cpu_bandwidth(), "measured: numpy copy (read+write) on this host"
             else:
                 bw, src = None, "unknown (pass --bandwidth-gbs, 1600 for 910B vendor figure, or --measure-cpu-bandwidth)"
-            wb, _ = rp.weight_bytes(weights_dir, params_b)
-            roof = rp.roofline(levels, wb, bw, src, tp)
+            dbytes, dsrc = rp.served_dtype_bytes(rec.plan.get("argv") if rec else None)
+            wdir = weights_dir or ((rec.plan.get("weights") or {}).get("host_path") if rec else None)
+            if params_b and dbytes:   # served dtype beats the checkpoint's file size
+                wb, wsrc = params_b * 1e9 * dbytes, f"params_b {params_b} x {dbytes:g} bytes ({dsrc})"
+            else:
+                wb, wsrc = rp.weight_bytes(wdir, params_b)
+            roof = rp.roofline(levels, wb, bw, src, tp, wsrc)
             if roof.get("source_file"):
                 roof["source_file"] = f"evidence/bench/{roof['source_file']}"
         eval_file = dest / "eval.json"

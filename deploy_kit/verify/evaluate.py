@@ -119,12 +119,14 @@ class HFReference:
         gen = out.sequences[0, ids.shape[1]:].tolist()
         toks, top = [], []
         for i, tid in enumerate(gen):
-            if tid == self.tok.eos_token_id:
-                break   # vLLM does not return the EOS token's text either
             lp = torch.log_softmax(out.scores[i][0].float(), -1)
             vals, idx = lp.topk(k)
             toks.append(self.tok.decode([tid]))
             top.append({self.tok.decode([j]): float(v) for v, j in zip(vals.tolist(), idx.tolist())})
+            # vLLM's completions logprobs include the stop (EOS) token's text as the last token,
+            # so it is compared too (a prompt answered by EOS alone is then one real comparison)
+            if tid == self.tok.eos_token_id:
+                break
         return Greedy(toks, top)
 
 
@@ -145,6 +147,24 @@ def run_equivalence(url: str, model: str, prompts: list[str], reference: str, *,
         res.results.append(pr)
         res.ok &= pr.ok
     return res
+
+
+def chat_prompt(weights_dir: str | None, user: str) -> str | None:
+    """The chat-templated text of a one-turn user message (sent raw to /v1/completions on both
+    sides), or None without transformers or a chat template: the raw question alone is answered
+    by EOS at once by instruct models, which compares nothing."""
+    if not weights_dir or not (Path(weights_dir) / "tokenizer_config.json").is_file():
+        return None
+    try:
+        from transformers import AutoTokenizer
+    except ImportError:
+        return None
+    try:
+        tok = AutoTokenizer.from_pretrained(str(weights_dir))
+        return tok.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
+                                       add_generation_prompt=True)
+    except Exception:  # noqa: BLE001 - no template in this tokenizer: fall back to the raw prompt
+        return None
 
 
 # ---------------------------------------------------------------- lm-eval task accuracy

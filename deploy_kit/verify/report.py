@@ -106,8 +106,25 @@ def weight_bytes(weights_dir: str | None, params_b: float | None, dtype_bytes: f
     return None, "unknown"
 
 
+DTYPE_BYTES = {"float32": 4.0, "float": 4.0, "bfloat16": 2.0, "float16": 2.0, "half": 2.0}
+
+
+def served_dtype_bytes(argv: list[str] | None) -> tuple[float | None, str]:
+    """Bytes per parameter vLLM holds (and reads per decoded token) from the plan's `--dtype`.
+
+    vLLM casts the checkpoint to --dtype on load, so a bf16 file served as float32 costs 4 bytes
+    per parameter, not the 2 the file size suggests; None when --dtype is absent or "auto".
+    """
+    argv = list(argv or [])
+    for i, a in enumerate(argv):
+        val = argv[i + 1] if a == "--dtype" and i + 1 < len(argv) else a.split("=", 1)[1] if a.startswith("--dtype=") else None
+        if val in DTYPE_BYTES:
+            return DTYPE_BYTES[val], f"--dtype {val}"
+    return None, "no explicit --dtype"
+
+
 def roofline(levels: list[dict], wbytes: float | None, bandwidth: float | None, bw_source: str,
-             tp: int = 1) -> dict:
+             tp: int = 1, wbytes_source: str = "") -> dict:
     """Measured single-stream decode tok/s (1000/mean TPOT at concurrency 1) vs bandwidth bound."""
     single = next((r for r in levels if (r["config"].get("concurrency") or 0) == 1), None)
     measured = 1000.0 / single["metrics"]["mean_tpot_ms"] if single and single["metrics"]["mean_tpot_ms"] > 0 else None
@@ -115,7 +132,8 @@ def roofline(levels: list[dict], wbytes: float | None, bandwidth: float | None, 
     return {"measured_decode_tok_s": measured, "bound_tok_s": bound,
             "fraction_of_bound": (measured / bound) if (measured and bound) else None,
             "bandwidth_bytes_s": bandwidth, "bandwidth_source": bw_source, "weight_bytes": wbytes,
-            "tp": tp, "source_file": single.get("_file") if single else None}
+            "weight_bytes_source": wbytes_source, "tp": tp,
+            "source_file": single.get("_file") if single else None}
 
 
 def load_bench_dir(d: Path) -> list[dict]:
@@ -185,7 +203,14 @@ def _markdown(d: dict, ev: Path) -> str:
     L += ["", "## Deployment", "", f"- Plan: {_link(d['plan_file'], d['plan_file']) if d['plan_file'] else NM}",
           f"- Command: `{d['command']}`" if d["command"] != NM else f"- Command: {NM}", "", "## Smoke", ""]
     if d["smoke_file"]:
-        L.append(f"Smoke results: [{d['smoke_file']}]({d['smoke_file']})")
+        sj = json.loads((ev.parent / d["smoke_file"]).read_text())
+        checks = sj.get("results") or []
+        passed = sum(bool(c.get("ok")) for c in checks)
+        L.append(f"Smoke: **{'PASS' if sj.get('ok') else 'FAIL'}**, {passed}/{len(checks)} checks passed "
+                 f"against `{sj.get('model', '?')}` — [{d['smoke_file']}]({d['smoke_file']})")
+        L += [f"- {c.get('check', '?')}: {'ok' if c.get('ok') else 'FAIL'}"
+              + (f" — {c['api']} answered {c['text'][:60]!r} (expect `{c.get('expect')}`)" if c.get("text") else "")
+              for c in checks]
     else:
         L.append(NM)
     L += ["", "## Accuracy", ""]
@@ -197,7 +222,9 @@ def _markdown(d: dict, ev: Path) -> str:
         for r in ej["results"]:
             fd = r["first_divergence"]
             div = "none" if not fd else f"pos {fd['position']}: {fd['deployment_token']!r} vs {fd['reference_token']!r}"
-            L.append(f"| {r['prompt'][:40]!r} | {'yes' if r['ok'] else 'no'} | {div} |")
+            pr = r["prompt"] if len(r["prompt"]) <= 40 else "…" + r["prompt"][-39:]   # chat: tail shows the turn
+            pr, div = repr(pr).replace("|", "\\|"), div.replace("|", "\\|")   # '|' would split the cell
+            L.append(f"| {pr} | {'yes' if r['ok'] else 'no'} ({r['compared']} tokens) | {div} |")
     else:
         L.append(f"Greedy equivalence: {NM}")
     if d["accuracy_file"]:
@@ -226,7 +253,8 @@ def _markdown(d: dict, ev: Path) -> str:
     if r and r.get("measured_decode_tok_s"):
         L += [f"- Measured single-stream decode: {_link(_f(r['measured_decode_tok_s']), r['source_file'])} tokens/s (1000 / mean TPOT at concurrency 1)",
               f"- Bandwidth: {_f(r['bandwidth_bytes_s'] and r['bandwidth_bytes_s'] / 1e9)} GB/s ({r['bandwidth_source']})",
-              f"- Weight bytes read per token: {_f(r['weight_bytes'] and r['weight_bytes'] / 1e6)} MB / TP {r['tp']}",
+              f"- Weight bytes read per token: {_f(r['weight_bytes'] and r['weight_bytes'] / 1e6)} MB / TP {r['tp']}"
+              + (f" ({r['weight_bytes_source']})" if r.get("weight_bytes_source") else ""),
               f"- Bound: {_f(r['bound_tok_s'])} tokens/s; measured = {_f(r['fraction_of_bound'] and 100 * r['fraction_of_bound'])}% of bound"]
     else:
         L.append(NM)
