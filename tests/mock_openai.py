@@ -2,7 +2,11 @@
 
 Known delays: the first content chunk is sent `ttft_s` after the request is read, each further
 chunk `itl_s` after the previous one, so a correct client measures TTFT = ttft_s and
-TPOT = ITL = itl_s. Error injection via `error`: "http500", "midstream" (error event after
+TPOT = ITL = itl_s. Every streamed request is also logged with the server's own clock
+(`time.perf_counter`, CLOCK_MONOTONIC on Linux, so it is comparable with the client's in another
+process): when its body was read and when each content chunk was written; GET /mock/log returns
+that log, so tests can compare the client's metrics with what the server really did even when a
+loaded host makes the sleeps late. Error injection via `error`: "http500", "midstream" (error event after
 2 chunks), "empty" (no content chunks), "drop" (connection closed mid-stream).
 Non-streaming /v1/completions returns `tokens` with per-token top_logprobs (for eval tests).
 """
@@ -33,6 +37,7 @@ class MockServer:
         self.cfg = cfg or MockConfig()
         self.port = 0
         self.requests: list[dict] = []
+        self.log: list[dict] = []       # streamed requests: {"prompt", "t_read", "sent": [...]}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server = None
         self._ready = threading.Event()
@@ -85,6 +90,9 @@ class MockServer:
 
     async def _respond(self, writer, method, path, req, t_read) -> bool:
         cfg = self.cfg
+        if method == "GET" and path == "/mock/log":
+            self._plain(writer, 200, {"log": self.log})
+            return True
         if method == "GET" and path == "/v1/models":
             self._plain(writer, 200, {"object": "list", "data": [{"id": cfg.model}]})
             return True
@@ -107,6 +115,9 @@ class MockServer:
             writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
 
         n_sent = 0
+        prompt = req["messages"][-1]["content"] if chat else req.get("prompt")
+        entry = {"prompt": prompt, "t_read": t_read, "sent": []}
+        self.log.append(entry)
         if cfg.error != "empty":
             for i in range(n):
                 # absolute schedule: chunk i is due at t_read + ttft + i*itl (no drift)
@@ -120,6 +131,9 @@ class MockServer:
                     return False
                 piece = f" t{i}"
                 ch = {"index": 0, "delta": {"content": piece}} if chat else {"index": 0, "text": piece}
+                # stamped just before write() hands the chunk to the socket, so a client that
+                # receives it can never see it "before" it was sent on the shared clock
+                entry["sent"].append(time.perf_counter())
                 send({"id": "x", "object": "chunk", "model": cfg.model, "choices": [ch]})
                 await writer.drain()
                 n_sent += 1
@@ -165,6 +179,12 @@ class MockProcess:
                                      stdout=subprocess.PIPE, text=True)
         self.url = self.proc.stdout.readline().strip()
         return self
+
+    def server_log(self) -> list[dict]:
+        import urllib.request
+
+        with urllib.request.urlopen(self.url + "/mock/log", timeout=10) as r:
+            return json.loads(r.read())["log"]
 
     def __exit__(self, *exc) -> None:
         self.proc.terminate()

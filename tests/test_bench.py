@@ -12,18 +12,24 @@ from tests.mock_openai import MockConfig, MockProcess, MockServer
 pytestmark = pytest.mark.integration
 
 TTFT, ITL, NOUT = 0.100, 0.020, 11
+# At c=64 the per-token delay is 50 ms: 64 streams x 50 chunks/s (ITL 20 ms) is 3200 chunks/s,
+# which saturates a Python client and the Python mock sharing 2 cores (first-chunk delivery p90
+# ~10 ms, median ~1 ms, measured); at 1280 chunks/s the median is ~0.4 ms, p90 ~4 ms.
+ITL_64 = 0.050
 
 
-def _run(ttft, concurrency, api="completions", n=None):
-    # The mock runs in its own process so it does not share the client's GIL. At concurrency 64
-    # arrivals are paced (400 req/s, near-constant gaps) so 64 streams are in flight without the
-    # client serialising 64 request sends into the first chunk's timing.
+def _run(ttft, concurrency, api="completions", n=None, itl=ITL):
+    """One bench run against the mock in its own process (so it does not share the client's GIL).
+    At concurrency 64 arrivals are paced (400 req/s, near-constant gaps) so 64 streams are in
+    flight without the client serialising 64 request sends into the first chunk's timing.
+    Returns the bench result and the server's own log of what it sent when."""
     rate = float("inf") if concurrency == 1 else 400.0
-    with MockProcess(MockConfig(ttft_s=ttft, itl_s=ITL)) as srv:
-        return run_bench(BenchConfig(url=srv.url, model="mock-model", api=api, input_len=8,
-                                     output_len=NOUT, num_prompts=n or max(16, 2 * concurrency),
-                                     concurrency=concurrency, request_rate=rate, burstiness=1000.0,
-                                     warmup=2))
+    with MockProcess(MockConfig(ttft_s=ttft, itl_s=itl)) as srv:
+        res = run_bench(BenchConfig(url=srv.url, model="mock-model", api=api, input_len=8,
+                                    output_len=NOUT, num_prompts=n or max(16, 2 * concurrency),
+                                    concurrency=concurrency, request_rate=rate, burstiness=1000.0,
+                                    warmup=2))
+        return res, srv.server_log()
 
 
 def _max_in_flight(records):
@@ -35,32 +41,87 @@ def _max_in_flight(records):
     return best
 
 
+def _match(records, log):
+    """Pair each client record with the server's log entry of the same request: same prompt, the
+    first one read after the client started it (prompts repeat every 36 requests, ~90 ms apart)."""
+    prompts = make_prompts(len(records), 8)
+    pairs = []
+    for r in records:
+        cands = [e for e in log if e["prompt"] == prompts[r["index"]][0] and e["t_read"] >= r["start"]]
+        pairs.append((r, min(cands, key=lambda e: e["t_read"])))
+    return pairs
+
+
+def _median(xs):
+    xs = sorted(xs)
+    return (xs[(len(xs) - 1) // 2] + xs[len(xs) // 2]) / 2
+
+
+def test_client_and_server_share_a_clock():
+    # the comparison below needs perf_counter to be CLOCK_MONOTONIC in both processes
+    import time
+
+    assert "CLOCK_MONOTONIC" in time.get_clock_info("perf_counter").implementation
+
+
+def _timing_misses(pairs, m, itl, concurrency) -> list[str]:
+    """Timing bounds (one clock, client vs server). TTFT = request path (client builds and sends,
+    server reads: httpx costs ~2.5 ms per request here, a real client cost that any client's TTFT
+    includes) + server TTFT + first-chunk delivery. The metric arithmetic (first *content* chunk,
+    timestamps taken as lines arrive) shows in the delivery term and in TPOT/ITL: median within
+    1 ms at both levels. The request path is bounded, not hidden: measured medians ~2.5 ms at
+    c=1 and 5-11 ms at c=64 (each of the 64 streams opens its own connection while the others
+    stream), asserted under 5 ms and 25 ms."""
+    deliver_ms = [1000 * (r["start"] + r["ttft"] - e["sent"][0]) for r, e in pairs]
+    request_ms = [1000 * (e["t_read"] - r["start"]) for r, e in pairs]
+    tpot_gap_ms = [1000 * ((r["latency"] - r["ttft"]) - (e["sent"][-1] - e["sent"][0])) / (NOUT - 1)
+                   for r, e in pairs]
+    itl_gap_ms = [1000 * (c - (b - a)) for r, e in pairs
+                  for c, a, b in zip(r["itl"], e["sent"], e["sent"][1:])]
+    srv_tpot = _median([(e["sent"][-1] - e["sent"][0]) / (NOUT - 1) for _, e in pairs]) * 1000
+    checks = {
+        "first-chunk delivery median < 1 ms": _median(deliver_ms) < 1.0,
+        "request path median bound": _median(request_ms) < (5.0 if concurrency == 1 else 25.0),
+        "|median TPOT gap client - server| < 1 ms": abs(_median(tpot_gap_ms)) < 1.0,
+        "|ITL client - server| median < 1 ms": abs(_median(itl_gap_ms)) < 1.0,
+        "median_tpot_ms vs server within 1 ms": abs(m["median_tpot_ms"] - srv_tpot) < 1.0,
+        "mock applied the known delay (5 ms)": abs(srv_tpot - itl * 1000) < 5.0,
+    }
+    return [f"{k}: deliver {_median(deliver_ms):.2f} request {_median(request_ms):.2f} "
+            f"tpot {_median(tpot_gap_ms):.2f} itl {_median(itl_gap_ms):.2f}"
+            for k, ok in checks.items() if not ok]
+
+
 @pytest.mark.parametrize("concurrency", [1, 64])
 @pytest.mark.parametrize("api", ["completions", "chat"])
 def test_metrics_match_known_delays(concurrency, api):
-    # Zero-delay run first: its median TTFT is the loopback round trip + request build on this
-    # machine; the metric arithmetic must then reproduce the mock's TTFT on top of it. The dev box
-    # has 2 cores shared by other jobs, so a load spike can add ms: up to three attempts, the first within 1 ms counts.
-    for _attempt in range(3):
-        rtt_ms = _run(0.0, concurrency, api)["metrics"]["median_ttft_ms"]
-        res = _run(TTFT, concurrency, api)
+    # Ground truth is the server's own clock: when it read each request and wrote each chunk.
+    # A shared 2-core host makes the mock's sleeps late by ms under load, and a zero-delay
+    # baseline run does not subtract that out at c=64 (its own queueing differs), so the
+    # client's numbers are compared with what the server really did, request by request.
+    itl = ITL if concurrency == 1 else ITL_64
+    misses: list[str] = []
+    for _attempt in range(3):   # the timing bounds get 3 tries on a shared box; invariants, every try
+        res, log = _run(TTFT, concurrency, api, itl=itl)
         m = res["metrics"]
-        excess = m["median_ttft_ms"] - rtt_ms - TTFT * 1000
-        if abs(excess) < 1.0:
+        recs = res["records"]
+        assert m["completed"] == len(recs) and m["failed"] == 0
+        assert m["total_output_tokens"] == NOUT * m["completed"]   # from usage
+        assert all(len(r["itl"]) == NOUT - 1 for r in recs)
+        # the semaphore caps in-flight requests; pacing must get (nearly) all of them in flight
+        assert 0.9 * concurrency <= _max_in_flight(recs) <= concurrency
+        pairs = _match(recs, log)
+        for r, e in pairs:
+            assert len(e["sent"]) == NOUT
+            # causality on one clock: start <= server read; first chunk sent <= received
+            assert r["start"] <= e["t_read"] and e["sent"][0] <= r["start"] + r["ttft"]
+            assert e["sent"][0] - e["t_read"] >= TTFT        # the mock never sends early
+            assert r["ttft"] >= e["sent"][0] - e["t_read"]   # so TTFT never under-reports
+        assert m["median_ttft_ms"] >= TTFT * 1000
+        misses = _timing_misses(pairs, m, itl, concurrency)
+        if not misses:
             break
-    assert m["completed"] == len(res["records"]) and m["failed"] == 0
-    assert m["total_output_tokens"] == NOUT * m["completed"]   # from usage
-    assert _max_in_flight(res["records"]) == concurrency
-    # TPOT/ITL: 1 ms at both levels. TTFT: 1 ms at c=1. At c=64 it was within 1 ms at load ~2, but
-    # under contention 64 streams' chunk handling (client and Python mock) adds ms to the first
-    # chunk, so c=64 asserts it never under-reports and stays within 50 ms.
-    if concurrency == 1:
-        assert abs(excess) < 1.0
-    else:
-        assert -1.0 < excess < 50.0
-    assert abs(m["mean_tpot_ms"] - ITL * 1000) < 1.0
-    assert abs(m["median_itl_ms"] - ITL * 1000) < 1.0
-    assert all(len(r["itl"]) == NOUT - 1 for r in res["records"])
+    assert not misses, misses
     for key in ("mean_ttft_ms", "median_ttft_ms", "p99_ttft_ms", "p90_tpot_ms", "request_throughput",
                 "output_throughput", "total_token_throughput", "duration", "completed", "failed",
                 "mean_e2el_ms", "std_itl_ms"):
@@ -111,15 +172,10 @@ def test_fallback_prompts_have_requested_word_count():
     assert all(len(p.split()) == 50 and n == 50 for p, n in ps)
 
 
-def test_tokenizer_prompts_have_exact_length_when_weights_exist():
-    from pathlib import Path
-
+def test_tokenizer_prompts_have_exact_length(demo_weights):
     from deploy_kit.verify.bench import load_tokenizer
-    from tests.conftest import require
 
-    d = next((p for p in ("/tmp/deploykit-e2e-cache/smollm2-135m-instruct", "/tmp/dk/cache/smollm2-135m-instruct")
-              if (Path(p) / "tokenizer.json").is_file()), None)
-    require(d is not None, "SmolLM2 demo weights not converted")
+    d = demo_weights
     tok = load_tokenizer(d)
     ps = make_prompts(4, 256, tokenizer=tok)
     assert [n for _, n in ps] == [256] * 4 and len({p for p, _ in ps}) == 4

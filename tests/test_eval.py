@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
 from deploy_kit.errors import BadInput, RuntimeFailure
@@ -75,16 +72,8 @@ def test_lm_eval_args_local_completions():
     assert "tokenizer_backend=none" in a["model_args"] and a["limit"] == 50
 
 
-def _smollm_dir() -> Path | None:
-    for c in (os.environ.get("DEPLOYKIT_SMOLLM_DIR", ""), "/tmp/deploykit-e2e-cache/smollm2-135m-instruct",
-              "/tmp/dk/cache/smollm2-135m-instruct"):
-        if c and (Path(c) / "config.json").is_file():
-            return Path(c)
-    return None
-
-
 @pytest.mark.e2e
-def test_transformers_reference_against_itself():
+def test_transformers_reference_against_itself(demo_weights):
     """Real tier without a vLLM server: transformers on both sides must agree exactly.
     The comparison against the real vLLM demo deployment (run_equivalence via `deploykit eval
     ... --reference hf`) is tests/test_verify_e2e.py::test_eval_vs_transformers."""
@@ -93,8 +82,7 @@ def test_transformers_reference_against_itself():
         import transformers  # noqa: F401
     except ImportError:
         require(False, "torch/transformers not installed")
-    d = _smollm_dir()
-    require(d is not None, "SmolLM2 demo weights not converted (set DEPLOYKIT_SMOLLM_DIR)")
+    d = demo_weights
     from deploy_kit.verify.evaluate import HFReference
 
     ref = HFReference(d)
