@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -61,6 +62,7 @@ class LocalHTTPServer:
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, str, dict]] = []
+        self.drop_once: dict[str, int] = {}   # file -> close the first body after n bytes
         hub = self
 
         class H(BaseHTTPRequestHandler):
@@ -82,6 +84,37 @@ class LocalHTTPServer:
     def _handle(self, h: BaseHTTPRequestHandler, head: bool) -> None:  # pragma: no cover
         raise NotImplementedError
 
+    def send_file(self, h: BaseHTTPRequestHandler, rel: str, data: bytes, head: bool,
+                  headers: dict[str, str] | None = None, corrupt: bool = False) -> None:
+        """Serve data honouring `Range: bytes=N-` (206 + Content-Range), the way both hubs' file
+        endpoints do. Faults: `corrupt` flips the first 16 bytes; self.drop_once[rel] = n closes
+        the connection after n body bytes, once (a dropped download the clients must resume)."""
+        start, status = 0, 200
+        rng = h.headers.get("Range")
+        if rng and not head:
+            start, status = int(re.match(r"bytes=(\d+)-", rng).group(1)), 206
+        body = data[start:]
+        if corrupt and not head:
+            body = bytes(b ^ 0xFF for b in body[:16]) + body[16:]
+        h.send_response(status)
+        for k, v in (headers or {}).items():
+            h.send_header(k, v)
+        h.send_header("Accept-Ranges", "bytes")
+        h.send_header("Content-Length", str(len(body)))
+        if status == 206:
+            h.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        h.end_headers()
+        if head:
+            return
+        cut = self.drop_once.pop(rel, None)
+        if cut is not None:
+            h.wfile.write(body[:cut])
+            h.wfile.flush()
+            h.close_connection = True
+            h.connection.shutdown(socket.SHUT_RDWR)
+            return
+        h.wfile.write(body)
+
     def __enter__(self):
         self.thread.start()
         return self
@@ -98,7 +131,6 @@ class FixtureHub(LocalHTTPServer):
     def __init__(self, repo: str, files: dict[str, bytes]) -> None:
         super().__init__()
         self.repo, self.files = repo, files
-        self.drop_once: dict[str, int] = {}
         self.corrupt_once: set[str] = set()
 
     def file_gets(self) -> list[str]:
@@ -144,34 +176,10 @@ class FixtureHub(LocalHTTPServer):
             return self._json(h, {"error": "not found"}, 404)
         rel = mt.group(2)
         data, m = self.files[rel], self._meta(rel)
-        start, status = 0, 200
-        rng = h.headers.get("Range")
-        if rng and not head:
-            start = int(re.match(r"bytes=(\d+)-", rng).group(1))
-            status = 206
-        body = data[start:]
-        if not head and rel in self.corrupt_once:
-            self.corrupt_once.discard(rel)
-            body = bytes(b ^ 0xFF for b in body[:16]) + body[16:]
-        h.send_response(status)
-        h.send_header("X-Repo-Commit", COMMIT)
-        h.send_header("ETag", f'"{m["sha"] if m["lfs"] else m["oid"]}"')
+        hdrs = {"X-Repo-Commit": COMMIT, "ETag": f'"{m["sha"] if m["lfs"] else m["oid"]}"'}
         if m["lfs"]:
-            h.send_header("X-Linked-Etag", f'"{m["sha"]}"')
-            h.send_header("X-Linked-Size", str(m["size"]))
-        h.send_header("Accept-Ranges", "bytes")
-        h.send_header("Content-Length", str(len(body)))
-        if status == 206:
-            h.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        h.end_headers()
-        if head:
-            return
-        cut = self.drop_once.pop(rel, None) if not head else None
-        if cut is not None:
-            h.wfile.write(body[:cut])
-            h.wfile.flush()
-            h.close_connection = True
-            import socket
-            h.connection.shutdown(socket.SHUT_RDWR)
-            return
-        h.wfile.write(body)
+            hdrs.update({"X-Linked-Etag": f'"{m["sha"]}"', "X-Linked-Size": str(m["size"])})
+        corrupt = not head and rel in self.corrupt_once
+        if corrupt:
+            self.corrupt_once.discard(rel)
+        self.send_file(h, rel, data, head, hdrs, corrupt=corrupt)

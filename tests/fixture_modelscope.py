@@ -37,7 +37,6 @@ class FixtureModelScope(LocalHTTPServer):
         self.list_sha256 = True  # the real hub lists Sha256 for every blob
         self.with_revisions = True  # ... and each file's last commit (Revision, CommittedDate)
         self._orig = dict(files)  # a file changed later gets a newer commit of its own
-        self.drop_once: dict[str, int] = {}  # file -> close the first body after n bytes
 
     def file_gets(self) -> list[str]:
         """FilePath of every file download request (the /repo?FilePath= endpoint)."""
@@ -121,28 +120,4 @@ class FixtureModelScope(LocalHTTPServer):
         return self._not_found(h, f"no route {u.path}", head)
 
     def _send_file(self, h, rel: str, head: bool) -> None:
-        data = self.files[rel]
-        start, status = 0, 200
-        rng = h.headers.get("Range")
-        if rng:
-            start, status = int(re.match(r"bytes=(\d+)-", rng).group(1)), 206
-        body = data[start:]
-        h.send_response(status)
-        h.send_header("Content-Type", "application/octet-stream")
-        h.send_header("Accept-Ranges", "bytes")
-        h.send_header("Content-Length", str(len(body)))
-        if status == 206:
-            h.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        h.end_headers()
-        if head:
-            return
-        cut = self.drop_once.pop(rel, None)
-        if cut is not None:
-            import socket
-
-            h.wfile.write(body[:cut])
-            h.wfile.flush()
-            h.close_connection = True
-            h.connection.shutdown(socket.SHUT_RDWR)
-            return
-        h.wfile.write(body)
+        self.send_file(h, rel, self.files[rel], head, {"Content-Type": "application/octet-stream"})
