@@ -1,7 +1,7 @@
 """Where deploykit finds its shipped data and keeps its caches and state.
 
 Overrides (for tests and for operators): DEPLOYKIT_DATA (data root with models/, targets/,
-templates/, images/, compose/), DEPLOYKIT_CACHE (weights cache), DEPLOYKIT_STATE (deployment records).
+templates/, images/, compose/, evals/), DEPLOYKIT_CACHE (weights cache), DEPLOYKIT_STATE (deployment records).
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ _PKG = Path(__file__).resolve().parent
 
 
 def data_dir(kind: str) -> Path:
-    """Directory of shipped data: 'models', 'targets', 'templates', 'images' or 'compose'."""
+    """Directory of shipped data: 'models', 'targets', 'templates', 'images', 'compose' or 'evals'
+    (local lm-eval tasks)."""
     root = os.environ.get("DEPLOYKIT_DATA")
     if root:
         return Path(root) / kind

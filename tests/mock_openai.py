@@ -147,6 +147,14 @@ class MockServer:
 
     def _nonstream(self, req: dict, n: int) -> dict:
         toks = self.cfg.tokens[:n]
+        stops = req.get("stop") or []
+        stops = [stops] if isinstance(stops, str) else stops
+        for i in range(len(toks)):   # like vLLM: output ends before the first stop string
+            text = "".join(toks[:i + 1])
+            cut = min((text.find(st) for st in stops if st in text), default=-1)
+            if cut >= 0:
+                toks = toks[:i] + ([text[len("".join(toks[:i])):cut]] if cut > len("".join(toks[:i])) else [])
+                break
         k = int(req.get("logprobs") or 0)
         top = []
         for i, t in enumerate(toks):

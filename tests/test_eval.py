@@ -91,3 +91,25 @@ def test_transformers_reference_against_itself(demo_weights):
     assert len(a.tokens) > 0 and all(len(t) == 5 for t in a.top)
     assert a.tokens[0] in a.top[0]   # greedy token is the argmax, so in its own top-k
     assert compare("p", a, b).ok and compare("p", a, b).first_divergence is None
+
+
+def test_lm_eval_local_task_against_mock():
+    """The real lm-eval (local-completions backend) runs the shipped local task against the mock:
+    the mock answers " Paris. It is" to everything, so exactly the France question matches."""
+    import importlib.util
+
+    require(importlib.util.find_spec("lm_eval") is not None, "lm-eval missing: pip install 'deploykit[verify]'")
+    from deploy_kit.paths import data_dir
+    from deploy_kit.verify.evaluate import run_lm_eval
+
+    with MockServer(MockConfig(tokens=[" Paris", ".", " It", " is"])) as s:
+        acc = run_lm_eval(s.url, "mock-model", "capitals_mini", "exact_match", 1 / 40, 0.1,
+                          include_path=str(data_dir("evals")))
+    assert acc["metric"].startswith("exact_match") and acc["value"] == pytest.approx(1 / 40)
+    assert acc["ok"] and acc["raw"] and len(acc["samples"]) == 40
+    france = next(x for x in acc["samples"] if x["doc"]["country"] == "France")
+    assert france["response"].strip() == "Paris" and france["exact_match"] == 1.0
+    # every question reached the server as a greedy completion with the task's stop sequences
+    reqs = [r for r in s.requests if "prompt" in r]
+    assert len(reqs) == 40 and all(r.get("temperature", 0) == 0 for r in reqs)
+    assert any("capital of France?\nA:" in str(r["prompt"]) for r in reqs)

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.conftest import require
+from tests.conftest import REPO, require
 
 pytestmark = pytest.mark.e2e
 
@@ -82,8 +82,13 @@ def test_eval_by_card_name_and_report(demo, tmp_path):  # noqa: F811
     rep = tmp_path / "rep"
     _ok(demo.cli("bench", demo.name, "--concurrency", "1,2", "--input-len", "32", "--output-len", "16",
                  "--num-prompts", "4", "--out", str(rep / "bench"), timeout=180), "bench")
-    _ok(demo.cli("eval", demo.name, "--reference", "hf", "--max-tokens", "8", "--out", str(rep / "eval.json"),
-                 timeout=600), "eval by name")
+    # --task: the card's lm-eval baseline (local task capitals_mini, measured on transformers)
+    _ok(demo.cli("eval", demo.name, "--reference", "hf", "--max-tokens", "8", "--task",
+                 "--out", str(rep / "eval.json"), timeout=900), "eval by name with --task")
+    acc = json.loads((rep / "accuracy.json").read_text())
+    assert acc["ok"] and acc["task"] == "capitals_mini" and len(acc["samples"]) == 40
+    france = next(x for x in acc["samples"] if x["doc"]["country"] == "France")
+    assert france["response"].strip() == "Paris" and france["exact_match"] == 1.0
     _ok(demo.cli("report", demo.name, "--out", str(rep), "--measure-cpu-bandwidth", timeout=300), "report")
     data = json.loads((rep / "report.json").read_text())
     md = (rep / "report.md").read_text()
@@ -95,6 +100,7 @@ def test_eval_by_card_name_and_report(demo, tmp_path):  # noqa: F811
     assert smoke["model"] == demo.model
     assert json.loads((rep / "evidence" / "plan.json").read_text())["target"] == "cpu"
     assert "Smoke\n\nnot measured" not in md and "Greedy equivalence vs `hf`" in md and "**PASS**" in md
+    assert re.search(r"Task accuracy capitals_mini exact_match,none: \[0\.\d+\]\(evidence/accuracy\.json\) .*PASS", md), md
     assert [p["config"]["concurrency"] for p in data["performance"]] == [1, 2]
     assert data["plots"] and all((rep / p).read_bytes()[:4] == b"\x89PNG" for p in data["plots"])
     env = data["environment"]
@@ -112,3 +118,23 @@ def _have(mod: str) -> bool:
 
     return importlib.util.find_spec(mod) is not None
 
+
+
+def test_eval_task_off_baseline_is_exit_5(demo, tmp_path):  # noqa: F811
+    """A card whose lm-eval baseline the deployment misses: exit 5, one line, the numbers kept.
+    The reference is the deployment itself (greedy equivalence passes), so only the task fails."""
+    import yaml
+
+    raw = yaml.safe_load((REPO / "models" / "smollm2-135m-instruct.yaml").read_text())
+    raw["eval"]["value"] = 0.30          # the real score is ~0.75: far outside rel_tol 0.1
+    card = tmp_path / "smollm2-off.yaml"
+    card.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "eval.json"
+    res = demo.cli("eval", demo.url, "--model", demo.model, "--card", str(card), "--task",
+                   "--reference", demo.url, "--reference-model", demo.model, "--max-tokens", "4",
+                   "--out", str(out), timeout=900)
+    assert res.returncode == 5, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "Traceback" not in res.stderr and "capitals_mini" in res.stdout and "FAIL" in res.stdout
+    assert json.loads(out.read_text())["ok"]            # equivalence passed ...
+    acc = json.loads(out.with_name("accuracy.json").read_text())
+    assert not acc["ok"] and acc["baseline"] == 0.30 and acc["value"] > 0.5   # ... the task did not

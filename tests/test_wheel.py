@@ -1,4 +1,4 @@
-"""An installed wheel carries the cards, targets, templates and images (fresh venv, no checkout)."""
+"""An installed wheel carries the cards, targets, templates, images and local eval tasks (fresh venv, no checkout)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ def test_wheel_in_fresh_venv(tmp_path):
     names = zipfile.ZipFile(whl).namelist()
     for needed in ("deploy_kit/_data/models/smollm2-135m-instruct.yaml", "deploy_kit/_data/targets/ascend-a2.yaml",
                    "deploy_kit/_data/templates/operator-README.md.j2", "deploy_kit/_data/images/cpu.Dockerfile.j2",
-                   "deploy_kit/_data/models/assets/red-square.png"):
+                   "deploy_kit/_data/models/assets/red-square.png",
+                   "deploy_kit/_data/evals/capitals_mini/capitals_mini.yaml",
+                   "deploy_kit/_data/evals/capitals_mini/capitals.jsonl"):
         assert needed in names, needed
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)

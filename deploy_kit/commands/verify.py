@@ -99,7 +99,8 @@ def register(app: typer.Typer) -> None:
         k: int = typer.Option(5, min=1, help="top-k logprobs"),
         max_tokens: int = typer.Option(32, min=1),
         task: bool = typer.Option(False, "--task", help="also run the card's lm-eval baseline"),
-        include_path: Optional[str] = typer.Option(None, help="lm-eval dir with local task YAMLs"),
+        include_path: Optional[str] = typer.Option(None, help="lm-eval dir with local task YAMLs "
+                                                   "(default: deploykit's evals/, e.g. capitals_mini)"),
         out: Optional[Path] = typer.Option(None, help="eval JSON (default reports/<name>/eval.json)"),
     ) -> None:
         """Greedy equivalence vs a reference (+ optional lm-eval accuracy). Exit 5 on failure."""
@@ -138,8 +139,11 @@ def register(app: typer.Typer) -> None:
             base = loaded.card.eval if loaded else None
             if base is None:
                 raise BadInput("--task needs an `eval:` baseline in the card", field="eval")
+            from ..paths import data_dir
+
             acc = run_lm_eval(url, served, base.task, base.metric, base.value, base.rel_tol,
-                              limit=base.limit, tokenizer=weights_dir or wdir, include_path=include_path)
+                              limit=base.limit, tokenizer=weights_dir or wdir,
+                              include_path=include_path or str(data_dir("evals")))
             dest.with_name("accuracy.json").write_text(json.dumps(acc, indent=2))
             typer.echo(f"{base.task} {acc['metric']} = {acc['value']:.4f} (baseline {base.value}, "
                        f"rel tol {base.rel_tol}): {'ok' if acc['ok'] else 'FAIL'}")

@@ -210,5 +210,11 @@ def run_lm_eval(url: str, model: str, task: str, metric: str, baseline: float, r
         raise BadInput(f"metric {metric!r} not in lm-eval results for {task}: {sorted(results)}")
     value = float(results[key])
     ok = abs(value - baseline) <= rel_tol * abs(baseline)
+    # the per-question record behind the number: what was asked, expected, answered, scored
+    mname = key.split(",")[0]
+    samples = [{"doc": sm.get("doc"), "target": sm.get("target"),
+                "response": (sm.get("filtered_resps") or [None])[0], mname: sm.get(mname)}
+               for sm in (out.get("samples") or {}).get(task, [])]
     return {"task": task, "metric": key, "value": value, "baseline": baseline, "rel_tol": rel_tol,
-            "ok": ok, "limit": limit, "lm_eval_args": a, "raw": json.loads(json.dumps(results, default=str))}
+            "ok": ok, "limit": limit, "lm_eval_args": a, "raw": json.loads(json.dumps(results, default=str)),
+            "samples": json.loads(json.dumps(samples, default=str))}
