@@ -45,6 +45,18 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$sig" ]; then
   echo "$sig" > "$stamp"
 fi
 
+# 2b. The LiteLLM proxy (the stacks' front door) in its own venv: its pins (huggingface_hub 1.x, rich
+# 13) conflict with deploykit's, and deploykit only renders its config and runs its CLI in tests.
+LITELLM_SPEC="litellm[proxy]==1.106.2"
+if [ "$(cat .venv-litellm/.spec 2>/dev/null)" != "$LITELLM_SPEC" ]; then
+  log "installing the LiteLLM proxy into .venv-litellm (front-door tests)"
+  rm -rf .venv-litellm && "$PY" -m venv .venv-litellm
+  if ! .venv-litellm/bin/pip install -q "$LITELLM_SPEC" > .venv-litellm/pip.log 2>&1; then
+    grep -v '^WARNING: Location' .venv-litellm/pip.log | tail -30; echo "pip install $LITELLM_SPEC failed" >&2; exit 1
+  fi
+  echo "$LITELLM_SPEC" > .venv-litellm/.spec
+fi
+
 # 3. Docker engine and the local base image (no registry is reachable from here).
 if [ "$want_docker" = 1 ]; then
   if [ -f scripts/setup-docker.sh ]; then bash scripts/setup-docker.sh; fi

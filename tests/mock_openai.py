@@ -105,7 +105,13 @@ class MockServer:
         chat = path.endswith("/chat/completions")
         n = int(req.get("max_tokens") or 16)
         if not req.get("stream"):
-            self._plain(writer, 200, self._nonstream(req, n))
+            body = self._nonstream(req, n)
+            if chat:   # chat.completion shape (what proxies such as LiteLLM parse)
+                ch = body["choices"][0]
+                body = {"id": "x", "object": "chat.completion", "model": cfg.model, "usage": body["usage"],
+                        "choices": [{"index": 0, "finish_reason": ch["finish_reason"],
+                                     "message": {"role": "assistant", "content": ch["text"]}}]}
+            self._plain(writer, 200, body)
             return True
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
                      b"Transfer-Encoding: chunked\r\n\r\n")

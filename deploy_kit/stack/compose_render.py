@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 LITELLM_CONFIG = "litellm-config.yaml"
+MASTER_KEY_REF = "${LITELLM_MASTER_KEY:?export LITELLM_MASTER_KEY=sk-<secret> for the front door}"
 
 
 def _g(plan: Any, key: str, default: Any = None) -> Any:
@@ -102,6 +103,9 @@ def render_stack(stack_name: str, plans: list, out_dir: str | Path, *, front_doo
         services["front-door"] = {
             "image": _g(front_door, "image"),
             "command": ["--config", "/app/config.yaml", "--port", "4000"],
+            # LiteLLM refuses to start without a master key (it would accept every request);
+            # clients send it as their bearer token. From the operator's environment, never written.
+            "environment": {"LITELLM_MASTER_KEY": MASTER_KEY_REF},
             "volumes": [f"./{LITELLM_CONFIG}:/app/config.yaml:ro"],
             "ports": [f"127.0.0.1:{_g(front_door, 'port', 4000)}:4000"],
             "depends_on": sorted(services),
