@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 stack_app = typer.Typer(help="Several deployments on one host: NPU allocation, one compose project.",
-                        no_args_is_help=True)
+                        no_args_is_help=True, rich_markup_mode=None)   # plain help: see cli.py
 
 
 SETS_HELP = "DEPLOYMENT:key=value card override, e.g. internlm:model.revision=<reviewed sha>"

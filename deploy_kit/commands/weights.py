@@ -59,7 +59,7 @@ def cache_rm(
 
 def register(app: typer.Typer) -> None:
     app.command("pull")(pull)
-    cache = typer.Typer(help="Inspect and prune the weights cache.", no_args_is_help=True)
+    cache = typer.Typer(help="Inspect and prune the weights cache.", no_args_is_help=True, rich_markup_mode=None)
     cache.command("ls")(cache_ls)
     cache.command("rm")(cache_rm)
     app.add_typer(cache, name="cache")
