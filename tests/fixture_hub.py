@@ -54,6 +54,17 @@ def make_model_files(d: Path, config: dict | None = None) -> dict[str, bytes]:
     return files
 
 
+def send_json(h: BaseHTTPRequestHandler, obj, status: int = 200, head: bool = False) -> None:
+    """A JSON response from a stdlib handler (HEAD: headers only)."""
+    body = json.dumps(obj).encode()
+    h.send_response(status)
+    h.send_header("Content-Type", "application/json")
+    h.send_header("Content-Length", str(len(body)))
+    h.end_headers()
+    if not head:
+        h.wfile.write(body)
+
+
 class LocalHTTPServer:
     """A threaded HTTP/1.1 server on 127.0.0.1 whose GET/HEAD go to self._handle(handler, head).
 
@@ -143,14 +154,6 @@ class FixtureHub(LocalHTTPServer):
         lfs = rel.endswith(".safetensors")
         return {"size": len(data), "oid": hashlib.sha1(data).hexdigest(), "sha": sha, "lfs": lfs}
 
-    def _json(self, h, obj, status=200):
-        body = json.dumps(obj).encode()
-        h.send_response(status)
-        h.send_header("Content-Type", "application/json")
-        h.send_header("Content-Length", str(len(body)))
-        h.end_headers()
-        h.wfile.write(body)
-
     def _handle(self, h, head: bool) -> None:
         path = h.path.split("?")[0]
         self.requests.append(("HEAD" if head else "GET", h.path, dict(h.headers)))
@@ -162,7 +165,7 @@ class FixtureHub(LocalHTTPServer):
                 sib.append({"rfilename": rel, "size": m["size"], "blobId": m["oid"],
                             **({"lfs": {"size": m["size"], "sha256": m["sha"], "pointerSize": 134}}
                                if m["lfs"] else {})})
-            return self._json(h, {"id": self.repo, "modelId": self.repo, "sha": COMMIT, "siblings": sib})
+            return send_json(h, {"id": self.repo, "modelId": self.repo, "sha": COMMIT, "siblings": sib})
         if path.startswith(api + "tree/"):
             out = []
             for rel in self.files:
@@ -170,10 +173,10 @@ class FixtureHub(LocalHTTPServer):
                 out.append({"type": "file", "path": rel, "size": m["size"], "oid": m["oid"],
                             **({"lfs": {"oid": m["sha"], "size": m["size"], "pointerSize": 134}}
                                if m["lfs"] else {})})
-            return self._json(h, out)
+            return send_json(h, out)
         mt = re.match(rf"^/{re.escape(self.repo)}/resolve/([^/]+)/(.+)$", path)
         if not mt or mt.group(2) not in self.files:
-            return self._json(h, {"error": "not found"}, 404)
+            return send_json(h, {"error": "not found"}, 404)
         rel = mt.group(2)
         data, m = self.files[rel], self._meta(rel)
         hdrs = {"X-Repo-Commit": COMMIT, "ETag": f'"{m["sha"] if m["lfs"] else m["oid"]}"'}

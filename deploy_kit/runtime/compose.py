@@ -74,8 +74,7 @@ def compose_cmd() -> tuple[str, ...]:
         if not _version_ok(cmd):
             raise RuntimeFailure(f"DEPLOYKIT_COMPOSE={env!r} is not a working Compose v2")
         return tuple(cmd)
-    candidates = compose_candidates()
-    for cmd in candidates:
+    for cmd in compose_candidates():
         if _version_ok(cmd):
             return tuple(cmd)
     raise RuntimeFailure("Compose v2 not found",
