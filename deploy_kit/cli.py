@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "verify",    # bench, eval, report                                 (issue: verification)
     "stack",     # stack plan/render/up/down, devices                  (issue: stacks/k8s)
     "doctor",    # doctor, triage                                      (issue: preflight/triage)
+    "bundle",    # bundle, load                                        (issue: air-gapped bundles)
 ]
 
 app = typer.Typer(
@@ -54,8 +55,45 @@ def _register_all() -> None:
 _register_all()
 
 
+# Exceptions the world or the user causes, by fully qualified class name anywhere in the MRO
+# (matched by name so that the boundary imports none of these libraries): exit code and what to say.
+_WORLD_ERRORS: list[tuple[str, int, str]] = [
+    ("yaml.error.YAMLError", 2, "not valid YAML"),
+    ("pydantic_core._pydantic_core.ValidationError", 2, "invalid value"),
+    ("builtins.UnicodeError", 2, "not valid UTF-8 text"),
+    ("builtins.RecursionError", 2, "input nested too deeply"),
+    ("builtins.FileNotFoundError", 2, "no such file"),
+    ("builtins.IsADirectoryError", 2, "is a directory, not a file"),
+    ("builtins.NotADirectoryError", 2, "not a directory"),
+    ("builtins.PermissionError", 2, "permission denied"),
+    ("builtins.MemoryError", 4, "out of memory"),
+    ("builtins.OSError", 4, "system error"),
+    ("httpx.HTTPError", 4, "HTTP request failed"),
+    ("httpx.InvalidURL", 2, "invalid URL"),
+    ("docker.errors.DockerException", 4, "Docker failed"),
+    ("requests.exceptions.RequestException", 4, "HTTP request failed"),
+    ("huggingface_hub.errors.HfHubHTTPError", 4, "hub request failed"),
+]
+
+
+def classify(exc: BaseException) -> tuple[int, str] | None:
+    """(exit code, one line) for an exception the user or the world caused; None for a bug."""
+    names = {f"{c.__module__}.{c.__qualname__}" for c in type(exc).__mro__}
+    for name, code, what in _WORLD_ERRORS:
+        if name in names:
+            detail = " ".join(str(exc).split()) or type(exc).__name__
+            return code, f"{what}: {detail}"
+    return None
+
+
+def _report(line: str) -> None:
+    from .console import err
+
+    err(f"error: {line}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Console-script entry point: maps DeployKitError to one line and its exit code."""
+    """Console-script entry point: the one error boundary (one line and an exit code)."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     try:
@@ -66,19 +104,19 @@ def main(argv: list[str] | None = None) -> int:
     except DeployKitError as exc:
         if debug:
             raise
-        from rich.console import Console
-
-        Console(stderr=True, highlight=False, soft_wrap=True).print(
-            f"[bold red]error:[/] {exc.one_line()}", markup=True
-        )
+        _report(exc.one_line())
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # a bug in deploykit
+    except Exception as exc:
         if debug:
             raise
-        print(f"internal error: {type(exc).__name__}: {exc} (re-run with --debug for the traceback)",
-              file=sys.stderr)
+        known = classify(exc)
+        if known is not None:
+            _report(known[1])
+            return known[0]
+        # A bug in deploykit.
+        _report(f"internal error: {type(exc).__name__}: {exc} (re-run with --debug for the traceback)")
         return 1
     return 0
 

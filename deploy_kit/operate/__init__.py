@@ -1,0 +1,1 @@
+"""Operating deployments over time: live metrics, Prometheus/Grafana files, self-healing policy."""
