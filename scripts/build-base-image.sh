@@ -12,7 +12,13 @@ fi
 DIR=$(mktemp -d /var/tmp/deploykit-rootfs.XXXXXX)
 trap 'rm -rf "$DIR"' EXIT
 start=$(date +%s)
-debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates "$SUITE" "$DIR" "$MIRROR"
+# debootstrap prints ~570 lines of package chatter: keep it in a log, show its tail on failure.
+LOG=${DEBOOTSTRAP_LOG:-/var/tmp/deploykit-debootstrap.log}
+echo "debootstrap $SUITE from $MIRROR (log: $LOG)"
+if ! debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates "$SUITE" "$DIR" "$MIRROR" \
+    >"$LOG" 2>&1; then
+  tail -30 "$LOG" >&2; echo "debootstrap failed; full log: $LOG" >&2; exit 1
+fi
 # Keep the image small and make apt inside it work like in the official debian image.
 rm -rf "$DIR"/var/cache/apt/archives/*.deb "$DIR"/var/lib/apt/lists/*
 echo "deb $MIRROR $SUITE main" >"$DIR/etc/apt/sources.list"

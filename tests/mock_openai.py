@@ -6,8 +6,18 @@ TPOT = ITL = itl_s. Every streamed request is also logged with the server's own 
 (`time.perf_counter`, CLOCK_MONOTONIC on Linux, so it is comparable with the client's in another
 process): when its body was read and when each content chunk was written; GET /mock/log returns
 that log, so tests can compare the client's metrics with what the server really did even when a
-loaded host makes the sleeps late. Error injection via `error`: "http500", "midstream" (error event after
-2 chunks), "empty" (no content chunks), "drop" (connection closed mid-stream).
+loaded host makes the sleeps late. The last content chunk carries finish_reason "length" (as
+vLLM's does), then the usage chunk, then `data: [DONE]`.
+
+Error injection via `error`: "http500", "midstream" (error event after 2 chunks), "empty" (no
+content chunks), "drop" (connection closed mid-stream). Misbehaving servers (bench must stay
+bounded and count honestly): "keepalive" (only `: keep-alive` comments, forever), "endless_line"
+(one `data:` line that never ends), "silence" (reads the request, never answers), "malformed"
+(a chunk that is not JSON after 2 chunks), "no_done" (the body ends without [DONE] or a
+finish_reason), "finish_only" (finish_reason but no [DONE]: a proper end), "abort" (finish_reason
+"abort"), "models_garbage" / "models_shape" / "models_endless" (GET /v1/models answers non-JSON,
+a list without ids, or a body that never ends). `api_key`: every route but /mock/log answers 401
+without `Authorization: Bearer <api_key>`; the headers of every request are kept in `headers`.
 Non-streaming /v1/completions returns `tokens` with per-token top_logprobs (for eval tests).
 """
 
@@ -27,6 +37,7 @@ class MockConfig:
     itl_s: float = 0.01
     error: str = ""
     usage: bool = True
+    api_key: str = ""
     # eval: fixed greedy output and its top-k alternatives per position
     tokens: list[str] = field(default_factory=lambda: [" Paris", ".", " It", " is"])
     alternatives: dict[int, str] = field(default_factory=dict)
@@ -37,6 +48,7 @@ class MockServer:
         self.cfg = cfg or MockConfig()
         self.port = 0
         self.requests: list[dict] = []
+        self.headers: list[dict] = []   # lower-cased request headers, one dict per request
         self.log: list[dict] = []       # streamed requests: {"prompt", "t_read", "sent": [...]}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server = None
@@ -48,7 +60,10 @@ class MockServer:
 
     def __enter__(self) -> "MockServer":
         threading.Thread(target=self._run, daemon=True).start()
-        self._ready.wait(5)
+        # A loaded 2-core host can take seconds to start a process's event loop; never hand out
+        # port 0 (every request would then be "connection refused").
+        if not self._ready.wait(60) or not self.port:
+            raise RuntimeError("mock OpenAI server did not start within 60 s")
         return self
 
     def __exit__(self, *exc) -> None:
@@ -70,12 +85,17 @@ class MockServer:
                 head = await reader.readuntil(b"\r\n\r\n")
                 lines = head.decode().split("\r\n")
                 method, path, _ = lines[0].split(" ", 2)
-                hdrs = {k.lower(): v.strip() for k, v in (l.split(":", 1) for l in lines[1:] if ":" in l)}
+                hdrs = {k.lower(): v.strip() for k, v in (h.split(":", 1) for h in lines[1:] if ":" in h)}
                 body = await reader.readexactly(int(hdrs.get("content-length", 0)))
                 t_read = time.perf_counter()
                 req = json.loads(body) if body else {}
                 self.requests.append(req)
-                if not await self._respond(writer, method, path, req, t_read):
+                self.headers.append(hdrs)
+                if self.cfg.api_key and path != "/mock/log" and \
+                        hdrs.get("authorization") != f"Bearer {self.cfg.api_key}":
+                    self._plain(writer, 401, {"error": {"message": "Unauthorized"}})
+                    continue
+                if not await self._respond(reader, writer, method, path, req, t_read):
                     break
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
@@ -88,13 +108,33 @@ class MockServer:
         writer.write(f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
                      f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
 
-    async def _respond(self, writer, method, path, req, t_read) -> bool:
+    async def _models(self, writer) -> bool:
+        cfg = self.cfg
+        if cfg.error in ("models_garbage", "models_shape"):
+            data = b"<html>oops" if cfg.error == "models_garbage" else b'{"data": [1, 2]}'
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n" % len(data) + data)
+            return True
+        if cfg.error == "models_endless":
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                         b"Transfer-Encoding: chunked\r\n\r\n")
+            piece = b'{"data": [' + b" " * 65536
+            while not writer.is_closing():
+                writer.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+                await writer.drain()
+            return False
+        self._plain(writer, 200, {"object": "list", "data": [{"id": cfg.model}]})
+        return True
+
+    async def _respond(self, reader, writer, method, path, req, t_read) -> bool:
         cfg = self.cfg
         if method == "GET" and path == "/mock/log":
             self._plain(writer, 200, {"log": self.log})
             return True
         if method == "GET" and path == "/v1/models":
-            self._plain(writer, 200, {"object": "list", "data": [{"id": cfg.model}]})
+            return await self._models(writer)
+        if method == "GET" and path == "/version":
+            self._plain(writer, 200, {"version": "mock-0.1"})
             return True
         if cfg.error == "http500":
             self._plain(writer, 500, {"error": {"message": "injected"}})
@@ -113,8 +153,33 @@ class MockServer:
                                      "message": {"role": "assistant", "content": ch["text"]}}]}
             self._plain(writer, 200, body)
             return True
+        if cfg.error == "silence":       # read the request, never answer; end when the client goes
+            await reader.read()
+            return False
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
                      b"Transfer-Encoding: chunked\r\n\r\n")
+        if cfg.error in ("keepalive", "endless_line"):
+            await self._misbehave(writer)
+            return False
+        return await self._stream(writer, req, chat, n, t_read)
+
+    async def _misbehave(self, writer) -> None:
+        """Send forever (until the client closes): comments only, or one line with no newline."""
+        def raw(data: bytes) -> None:
+            writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+
+        if self.cfg.error == "endless_line":
+            raw(b'data: {"choices": [{"text": "')
+        while not writer.is_closing():
+            if self.cfg.error == "keepalive":
+                raw(b": keep-alive\n\n")
+                await asyncio.sleep(0.02)
+            else:
+                raw(b"a" * 65536)
+            await writer.drain()
+
+    async def _stream(self, writer, req, chat, n, t_read) -> bool:
+        cfg = self.cfg
 
         def send(obj) -> None:
             data = (f"data: {obj if isinstance(obj, str) else json.dumps(obj)}\n\n").encode()
@@ -124,29 +189,36 @@ class MockServer:
         prompt = req["messages"][-1]["content"] if chat else req.get("prompt")
         entry = {"prompt": prompt, "t_read": t_read, "sent": []}
         self.log.append(entry)
-        if cfg.error != "empty":
-            for i in range(n):
-                # absolute schedule: chunk i is due at t_read + ttft + i*itl (no drift)
-                due = t_read + cfg.ttft_s + i * cfg.itl_s
-                await asyncio.sleep(max(0.0, due - time.perf_counter()))
-                if cfg.error == "midstream" and i == 2:
-                    send({"error": {"message": "injected mid-stream error", "code": 500}})
-                    break
-                if cfg.error == "drop" and i == 2:
+        for i in range(0 if cfg.error == "empty" else n):
+            # absolute schedule: chunk i is due at t_read + ttft + i*itl (no drift)
+            due = t_read + cfg.ttft_s + i * cfg.itl_s
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            if i == 2 and cfg.error in ("midstream", "malformed", "drop"):
+                if cfg.error == "drop":
                     await writer.drain()
                     return False
-                piece = f" t{i}"
-                ch = {"index": 0, "delta": {"content": piece}} if chat else {"index": 0, "text": piece}
-                # stamped just before write() hands the chunk to the socket, so a client that
-                # receives it can never see it "before" it was sent on the shared clock
-                entry["sent"].append(time.perf_counter())
-                send({"id": "x", "object": "chunk", "model": cfg.model, "choices": [ch]})
-                await writer.drain()
-                n_sent += 1
+                send({"error": {"message": "injected mid-stream error", "code": 500}}
+                     if cfg.error == "midstream" else '{"choices": [{"text": "t2"')
+                break
+            piece = f" t{i}"
+            ch: dict = {"index": 0, "delta": {"content": piece}} if chat else {"index": 0, "text": piece}
+            if cfg.error == "abort" and i == 1:
+                ch["finish_reason"] = "abort"
+            elif i == n - 1 and cfg.error != "no_done":
+                ch["finish_reason"] = "length"
+            # stamped just before write() hands the chunk to the socket, so a client that
+            # receives it can never see it "before" it was sent on the shared clock
+            entry["sent"].append(time.perf_counter())
+            send({"id": "x", "object": "chunk", "model": cfg.model, "choices": [ch]})
+            await writer.drain()
+            n_sent += 1
+            if "finish_reason" in ch:
+                break
         if cfg.usage and req.get("stream_options", {}).get("include_usage"):
             send({"id": "x", "choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": n_sent,
                                                      "total_tokens": 7 + n_sent}})
-        send("[DONE]")
+        if cfg.error not in ("no_done", "finish_only"):
+            send("[DONE]")
         writer.write(b"0\r\n\r\n")
         await writer.drain()
         return True

@@ -62,29 +62,30 @@ def test_client_and_server_share_a_clock():
 
 
 def _timing_misses(pairs, m, itl, concurrency) -> list[str]:
-    """Timing bounds (one clock, client vs server). TTFT = request path (client builds and sends,
-    server reads: httpx costs ~2.5 ms per request here, a real client cost that any client's TTFT
-    includes) + server TTFT + first-chunk delivery. The metric arithmetic (first *content* chunk,
-    timestamps taken as lines arrive) shows in the delivery term and in TPOT/ITL.
-    Bounds (medians): TPOT and ITL within 1 ms at both levels; first-chunk delivery within 1 ms at
-    c=1 and 5 ms at c=64, where a first chunk can wait behind other streams' chunks in the client's
-    event loop (measured 0.3-1.0 ms when this shared 2-core host is quiet, 2.5-4 ms when it is not);
-    the request path is bounded, not hidden: ~2.5 ms at c=1, 5-25 ms at c=64 (each of the 64
-    streams opens its own connection while the others stream), asserted under 5 and 50 ms."""
+    """Timing bounds (one clock, client vs server). TTFT = request path (client sends, server
+    reads) + server TTFT + first-chunk delivery. The metric arithmetic (first *content* chunk,
+    timestamps taken as bytes arrive) shows in the delivery term and in TPOT/ITL.
+    Measured medians (2-core host shared by 8 sessions, load 12, aiohttp client with its pool
+    opened before the clock): first-chunk delivery 0.3 ms at c=1, 1.1-8.4 ms at c=64 (a first
+    chunk waits behind other streams' chunks in the client's event loop; 0.3-1.0 ms when quiet);
+    request path 1.5-1.8 ms at c=1, 3-6.5 ms at c=64 (5-25 ms before connections were pooled);
+    |TPOT gap| 0.007-0.023 ms; the mock's own TPOT within 0.08 ms of the known delay. Bounds:
+    delivery 1 / 5 ms, request path 5 / 20 ms, TPOT and ITL gaps 0.5 ms, the mock 1 ms; the timing
+    bounds get 3 tries (the loaded-host c=64 delivery runs over 5 ms in some)."""
     deliver_ms = [1000 * (r["start"] + r["ttft"] - e["sent"][0]) for r, e in pairs]
     request_ms = [1000 * (e["t_read"] - r["start"]) for r, e in pairs]
     tpot_gap_ms = [1000 * ((r["latency"] - r["ttft"]) - (e["sent"][-1] - e["sent"][0])) / (NOUT - 1)
                    for r, e in pairs]
     itl_gap_ms = [1000 * (c - (b - a)) for r, e in pairs
-                  for c, a, b in zip(r["itl"], e["sent"], e["sent"][1:])]
+                  for c, a, b in zip(r["itl"], e["sent"], e["sent"][1:], strict=False)]
     srv_tpot = median([(e["sent"][-1] - e["sent"][0]) / (NOUT - 1) for _, e in pairs]) * 1000
     checks = {
         "first-chunk delivery median bound": median(deliver_ms) < (1.0 if concurrency == 1 else 5.0),
-        "request path median bound": median(request_ms) < (5.0 if concurrency == 1 else 50.0),
-        "|median TPOT gap client - server| < 1 ms": abs(median(tpot_gap_ms)) < 1.0,
-        "|ITL client - server| median < 1 ms": abs(median(itl_gap_ms)) < 1.0,
-        "median_tpot_ms vs server within 1 ms": abs(m["median_tpot_ms"] - srv_tpot) < 1.0,
-        "mock applied the known delay (5 ms)": abs(srv_tpot - itl * 1000) < 5.0,
+        "request path median bound": median(request_ms) < (5.0 if concurrency == 1 else 20.0),
+        "|median TPOT gap client - server| < 0.5 ms": abs(median(tpot_gap_ms)) < 0.5,
+        "|ITL client - server| median < 0.5 ms": abs(median(itl_gap_ms)) < 0.5,
+        "median_tpot_ms vs server within 0.5 ms": abs(m["median_tpot_ms"] - srv_tpot) < 0.5,
+        "mock applied the known delay (1 ms)": abs(srv_tpot - itl * 1000) < 1.0,
     }
     return [f"{k}: deliver {median(deliver_ms):.2f} request {median(request_ms):.2f} "
             f"tpot {median(tpot_gap_ms):.2f} itl {median(itl_gap_ms):.2f}"
@@ -127,26 +128,21 @@ def test_metrics_match_known_delays(concurrency, api):
         assert key in m
 
 
-@pytest.mark.parametrize("error,needle", [("http500", "HTTP 500"), ("midstream", "stream error"),
-                                          ("empty", "zero-length"), ("drop", "")])
-def test_failures_are_counted_not_crashing(error, needle):
-    with MockServer(MockConfig(ttft_s=0.001, itl_s=0.001, error=error)) as srv:
-        res = run_bench(BenchConfig(url=srv.url, model="mock-model", output_len=5, num_prompts=3,
-                                    concurrency=2, warmup=0))
-    m = res["metrics"]
-    assert m["failed"] == 3 and m["completed"] == 0
-    assert all(not r["success"] and r["error"] for r in res["records"])
-    assert needle in m["errors"][0]
+# Failed streams (HTTP error, error event, dropped connection, no content, no proper end, malformed
+# chunks, servers that never end) are tests/test_bench_hostile.py, each with its exact reason.
 
 
 def test_unreachable_url_is_runtime_failure():
-    with pytest.raises(RuntimeFailure, match="cannot reach"):
+    with pytest.raises(RuntimeFailure) as exc:
         run_bench(BenchConfig(url="http://127.0.0.1:9", model="x"))
+    assert exc.value.exit_code == 4
+    assert exc.value.one_line().startswith("cannot reach http://127.0.0.1:9/v1/models: ConnectError")
 
 
 def test_unknown_model_is_bad_input():
-    with MockServer() as srv, pytest.raises(BadInput, match="not served"):
+    with MockServer() as srv, pytest.raises(BadInput) as exc:
         run_bench(BenchConfig(url=srv.url, model="nope"))
+    assert exc.value.one_line() == f"model: model 'nope' is not served by {srv.url} (served: mock-model)"
 
 
 def test_goodput_and_tpot_definition():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from deploy_kit.cardload import list_card_names, load_card, load_yaml_with_lines, resolve
@@ -9,6 +11,8 @@ from deploy_kit.errors import BadInput
 from deploy_kit.targets import load_target, target_names
 
 pytestmark = pytest.mark.unit
+
+REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
 
 CATALOG = {"internlm2.5-7b-chat", "hunyuan-a13b-instruct", "internvl2-2b", "llama-3.1-8b-instruct",
            "seed-x-instruct-7b", "smollm2-135m-instruct"}
@@ -65,7 +69,43 @@ def test_set_unknown_key_did_you_mean():
 def test_targets_present():
     assert {"ascend-a2", "ascend-a3", "cuda", "cpu"} <= set(target_names())
     a2 = load_target("ascend-a2")
-    assert a2.device_count == 8 and a2.device_memory_gib == 64
+    assert a2.device_count == 8 and a2.device_memory_gib == 60.96  # torch_npu total of a 64 GB 910B
     assert not a2.env_allowed("CUDA_VISIBLE_DEVICES")
     assert a2.env_allowed("HCCL_BUFFSIZE")
     assert not load_target("cuda").env_allowed("HCCL_BUFFSIZE")
+
+
+def test_set_values_are_bounded_like_cards():
+    from deploy_kit.cardload import parse_set
+
+    bomb = "[" + ",".join(["&a [x,x,x,x,x,x,x,x,x]"] + [f"&{c} [" + ",".join([f"*{p}"] * 9) + "]"
+                                                         for p, c in zip("abcdef", "bcdefg", strict=True)]) + "]"
+    with pytest.raises(BadInput) as ei:
+        parse_set("serve.extra_args=" + bomb)
+    assert ei.value.one_line() == "--set:1: YAML expands to more than 20000 values (aliases?)"
+    assert parse_set("serve.max_num_seqs=8") == ("serve.max_num_seqs", 8)
+    assert parse_set("env.VLLM_X=a: b: c") == ("env.VLLM_X", "a: b: c")  # not YAML: the text itself
+
+
+def test_null_in_card_or_set_means_the_default():
+    loaded = load_card("llama-3.1-8b-instruct")
+    prof = load_target("cpu")
+    r = resolve(loaded, prof.name, prof.serve_defaults, prof.env, ["serve.max_num_seqs=null", "serve.extra_args=~"])
+    assert r.card.serve.max_num_seqs == 16 and r.card.serve.extra_args == []
+
+
+def test_every_schema_error_is_collected_in_line_order(tmp_path):
+    from deploy_kit.errors import CardErrors
+
+    text = (REPO_MODELS / "smollm2-135m-instruct.yaml").read_text().replace("name: smollm2-135m-instruct", "name: x")
+    text = text.replace("context_length:", "context_lenght:").replace("max_num_seqs: 16", "max_num_seqs: -1")
+    path = tmp_path / "x.yaml"
+    path.write_text(text)
+    with pytest.raises(CardErrors) as ei:
+        load_card(str(path))
+    fields = [e.field for e in ei.value.errors]
+    assert {"model.context_length", "model.context_lenght", "serve.max_num_seqs"} <= set(fields)
+    lines = [e.line for e in ei.value.errors]
+    assert lines == sorted(lines, key=lambda n: n or 0)
+    assert ei.value.field == "model.context_lenght"  # the one line shows the misspelt key first
+    assert "did you mean 'context_length'?" in ei.value.one_line()

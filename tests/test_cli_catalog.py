@@ -16,7 +16,17 @@ pytestmark = pytest.mark.unit
 HEAVY = ("torch", "vllm", "docker", "huggingface_hub", "modelscope", "transformers", "matplotlib")
 
 
-def dk(*args, env=None, tmp=None):
+@pytest.fixture(autouse=True)
+def _private_dirs(tmp_path_factory, monkeypatch):
+    """Every command runs with its own HOME, state and cache: never the user's ledger or cache."""
+    root = tmp_path_factory.mktemp("dk")
+    for var, sub in (("HOME", "home"), ("DEPLOYKIT_STATE", "state"), ("DEPLOYKIT_CACHE", "cache")):
+        monkeypatch.setenv(var, str(root / sub))
+    for var in ("VLLM_API_KEY", "DEPLOYKIT_REGISTRY_MIRROR", "DEPLOYKIT_REQUIRE_PINNED"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def dk(*args, env=None):
     import os
 
     e = dict(os.environ)
@@ -108,8 +118,109 @@ def _time(args):
 
 
 def test_render_imports_nothing_heavy(tmp_path):
+    args = ["render", "smollm2-135m-instruct", "--target", "cpu", "--port", "18996", "--out", str(tmp_path / "o")]
     code = ("import sys; from deploy_kit.cli import main; "
-            f"rc = main(['render','smollm2-135m-instruct','--target','cpu','--port','18996','--out',{str(tmp_path / 'o')!r}]); "
-            f"print([m for m in {HEAVY!r} if m in sys.modules])")
+            f"rc = main({args!r}); "
+            f"print(rc); print([m for m in {HEAVY!r} if m in sys.modules])")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout + proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-2:] == ["0", "[]"], proc.stdout + proc.stderr
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [
+        ".deploykit-render.json", "Dockerfile", "README.md", "compose.yaml", "model.env", "plan.json"]
+
+
+def test_help_lists_the_catalog_commands_by_name():
+    proc = dk("--help")
+    assert proc.returncode == 0, proc.stderr
+    # The first word of each indented line under "Commands:" is a command name: compare whole
+    # names, so "down" can never be found inside "Markdown".
+    listed = proc.stdout.split("Commands:", 1)[1]
+    names = {line.split()[0] for line in listed.splitlines() if line.startswith("  ") and line.split()}
+    assert {"list", "show", "plan", "render", "validate", "schema"} <= names
+
+
+def test_validate_lists_every_error_with_its_line(tmp_path):
+    card = (REPO / "models" / "smollm2-135m-instruct.yaml").read_text().replace(
+        "name: smollm2-135m-instruct", "name: my-card")
+    lines = card.splitlines()
+    ctx = next(i for i, line in enumerate(lines) if line.strip().startswith("context_length:"))
+    seqs = next(i for i, line in enumerate(lines) if line.strip().startswith("max_num_seqs:"))
+    lines[ctx] = lines[ctx].split(":")[0] + ": -5"
+    lines[seqs] = lines[seqs].split(":")[0] + ": many"
+    path = tmp_path / "my-card.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    proc = dk("validate", str(path))
+    assert proc.returncode == 2
+    err = proc.stderr.strip().splitlines()
+    assert err[0] == f"{path}:{ctx + 1}: model.context_length: Input should be greater than 0 (got -5)"
+    assert err[1] == (f"{path}:{seqs + 1}: serve.max_num_seqs: Input should be a valid integer, unable to parse "
+                      "string as an integer (got 'many')")
+    assert err[2].endswith(f"{path}: 2 error(s) in the card")
+    assert len(err) == 3
+    proc = dk("validate", str(path), "--json")
+    assert proc.returncode == 2
+    assert [(e["line"], e["field"]) for e in json.loads(proc.stdout)["errors"]] == [
+        (ctx + 1, "model.context_length"), (seqs + 1, "serve.max_num_seqs")]
+
+
+INTERNVL_WARNING = (
+    "warning: upstream vLLM-Ascend v0.23.0 marks InternVL2.0/2.5/3.0, InternVideo2.5, Mono-InternVL NOT SUPPORTED "
+    "(https://github.com/vllm-project/vllm-ascend/issues/2064); supported alternative: qwen2.5-vl-7b-instruct; "
+    "the smoke test decides on real hardware")
+
+
+def _merged(*args):
+    """stdout and stderr in the order a person sees them in one terminal."""
+    import os
+
+    return subprocess.run([deploykit_bin(), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=120, env=dict(os.environ))
+
+
+def test_plan_prints_its_warnings_first_then_release_support_and_argv():
+    import shlex
+
+    from deploy_kit.planner import plan
+
+    proc = _merged("plan", "internvl2-2b")
+    assert proc.returncode == 0, proc.stdout
+    lines = proc.stdout.splitlines()
+    assert lines[:3] == [
+        INTERNVL_WARNING,
+        "warning: remote code unpinned; `pull` will lock a commit (trust_remote_code runs the repository's "
+        "Python from OpenGVLab/InternVL2-2B)",
+        "internvl2-2b on ascend-a2 (ascend)"]
+    assert "vLLM\t0.23.0 (vLLM-Ascend v0.23.0: CANN 9.1.0, torch 2.10.0, torch_npu 2.10.0.post4)" in lines
+    assert ("upstream\tInternVL2.0/2.5/3.0, InternVideo2.5, Mono-InternVL: not-supported on vLLM-Ascend v0.23.0 "
+            "(https://github.com/vllm-project/vllm-ascend/blob/v0.23.0/docs/source/user_guide/support_matrix/"
+            "supported_models.md)") in lines
+    assert sum(line.startswith("note\t") for line in lines) == len(plan("internvl2-2b", port_probe=None).notes) > 0
+    (argv,) = [line for line in lines if line.startswith("argv ")]
+    assert shlex.split(argv[len("argv "):])[-2:] == ["--limit-mm-per-prompt", '{"image":1}']
+
+
+def test_render_prints_the_warnings_first(tmp_path):
+    proc = _merged("render", "internvl2-2b", "--out", str(tmp_path / "o"))
+    assert proc.returncode == 0, proc.stdout
+    assert proc.stdout.splitlines()[0] == INTERNVL_WARNING
+    assert f"wrote {tmp_path / 'o' / 'compose.yaml'}" in proc.stdout.splitlines()
+
+
+@pytest.mark.parametrize("flags, names", [
+    (["--k8s"], ["deployment.yaml", "service.yaml", "README.md"]),
+    (["--k8s", "--nodes", "2", "--tp", "8"], ["leaderworkerset.yaml", "service.yaml", "README.md"]),
+    (["--nodes", "2", "--tp", "8"], ["compose.node0.yaml", "compose.node1.yaml", "README.md"])])
+def test_render_nodes_writes_only_into_its_own_directory(tmp_path, flags, names):
+    args = ["render", "llama-3.1-8b-instruct", "--target", "ascend-a2", *flags, "--out"]
+    proc = dk(*args, str(tmp_path / "o"))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [f"wrote {tmp_path / 'o' / n}" for n in names]
+    assert dk(*args, str(tmp_path / "o")).returncode == 0  # an earlier render of ours is replaced
+    (tmp_path / "f").mkdir()
+    (tmp_path / "f" / names[0]).write_text("mine\n")
+    proc = dk(*args, str(tmp_path / "f"), "--force")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (f"error: --out: {tmp_path / 'f'} is not empty and holds no deploykit render "
+                                   "(1 entries) (choose a new or empty directory; --force never deletes files "
+                                   "deploykit did not write)")
+    assert (tmp_path / "f" / names[0]).read_text() == "mine\n"

@@ -107,3 +107,21 @@ def test_devices_option_parses_one_way_everywhere():
     for bad in ("a", "1,,2", "-1", "1,1", "9999999"):
         with pytest.raises(typer.BadParameter):
             devices_of(bad)
+
+
+@pytest.mark.parametrize("args, line", [
+    (["plan", "--nope"], "error: deploykit plan: No such option: --nope"),
+    (["plan"], "error: deploykit plan: Missing argument 'card'."),
+    (["nosuch"], "error: deploykit: No such command 'nosuch'."),
+    (["plan", "x", "--devices", "a"], "error: deploykit plan: Invalid value for '--devices': device ids are"),
+])
+def test_usage_errors_are_one_line_exit_2(args, line, capsys):
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith(line), err
+    assert err.rstrip().endswith("--help`)")
+
+
+def test_a_group_alone_prints_its_help(capsys):
+    assert cli.main(["stack"]) == 0
+    assert capsys.readouterr().out.startswith("Usage: deploykit stack")

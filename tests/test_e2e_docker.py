@@ -94,7 +94,7 @@ def test_refused_up_leaves_running_deployment_alone(demo):
         res = demo.cli("up", CARD, "--target", "cpu", "--port", str(other))
         assert res.returncode == 3, res.stdout + res.stderr
         # the planner (busy_ports from the ledger) or the runtime's own check names the holder
-        assert f"port {other}" in res.stderr and "'holder'" in res.stderr, res.stderr
+        assert f"port {other} is taken by deployment holder" in res.stderr, res.stderr
     finally:
         (dep_dir / "holder.json").unlink()
     assert _status(demo)[demo.name]["healthy"] is True
@@ -116,7 +116,8 @@ def test_port_in_use_on_host(demo, other_env):
         res = run_cli("up", CARD, "--target", "cpu", "--port", str(port), env=other_env)
     finally:
         s.close()
-    assert res.returncode == 3 and f"port {port}" in res.stderr and "in use" in res.stderr, res.stderr
+    assert res.returncode == 3, res.stderr
+    assert f"port {port} is taken by another process on this host" in res.stderr, res.stderr
     assert not list((Path(other_env["DEPLOYKIT_STATE"]) / "deployments").glob("*.json"))
 
 
@@ -155,3 +156,24 @@ def test_killed_server_is_detected_and_recovered(demo):
     res = demo.cli("up", CARD, "--target", "cpu", "--port", str(demo.port), timeout=900)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "paris" in _chat(demo, "What is the capital of France?").lower()
+
+
+def test_triage_quotes_the_failing_line_after_a_failed_up(other_env):
+    """Issue 12/14: a failed `up` keeps the container's log; `triage NAME` finds it through the one
+    compose contract and quotes the line that shows the cause (here: vLLM refusing a flag)."""
+    port = free_port()
+    res = run_cli("up", CARD, "--target", "cpu", "--port", str(port),
+                  "--set", "serve.extra_args=[--bogus-flag-for-test]", env=other_env, timeout=1500)
+    assert res.returncode == 4, res.stdout + res.stderr
+    assert "vLLM's argument parser refused a flag" in res.stderr and "--bogus-flag-for-test" in res.stderr
+    kept = Path(other_env["DEPLOYKIT_STATE"]) / "runs" / CARD / "failure.log"
+    assert "unrecognized arguments: --bogus-flag-for-test" in kept.read_text()
+    tri = run_cli("triage", CARD, env=other_env, timeout=120)
+    assert tri.returncode == 0, tri.stdout + tri.stderr
+    assert tri.stdout.startswith("vLLM rejected a command-line argument (bad_argument)")
+    quoted = [ln for ln in tri.stdout.splitlines() if ln.startswith("  | ")]
+    assert quoted and quoted[0].endswith("error: unrecognized arguments: --bogus-flag-for-test"), tri.stdout
+    assert "trust_remote_code" not in tri.stdout
+    js = json.loads(run_cli("triage", CARD, "--json", env=other_env, timeout=120).stdout)
+    # the watchdog's own "engine exited with code 2" line is a lower-priority match of the same failure
+    assert js["signature"] == "bad_argument" and js["also_matched"] == ["engine_exited"]

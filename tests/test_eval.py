@@ -57,8 +57,9 @@ def test_endpoint_vs_endpoint_with_mock():
 
 
 def test_errors():
-    with pytest.raises(RuntimeFailure):
+    with pytest.raises(RuntimeFailure) as exc:
         endpoint_greedy("http://127.0.0.1:9", "m", "p", 5, 3)
+    assert exc.value.one_line().startswith("cannot reach http://127.0.0.1:9/v1/completions: ConnectError")
     with MockServer() as s, pytest.raises(BadInput, match="not served"):
         endpoint_greedy(s.url, "nope", "p", 5, 3)
     with pytest.raises(BadInput, match="--reference"):
@@ -72,7 +73,6 @@ def test_lm_eval_args_local_completions():
     assert "tokenizer_backend=none" in a["model_args"] and a["limit"] == 50
 
 
-@pytest.mark.e2e
 def test_transformers_reference_against_itself(demo_weights):
     """Real tier without a vLLM server: transformers on both sides must agree exactly.
     The comparison against the real vLLM demo deployment (run_equivalence via `deploykit eval
@@ -93,16 +93,20 @@ def test_transformers_reference_against_itself(demo_weights):
     assert compare("p", a, b).ok and compare("p", a, b).first_divergence is None
 
 
-def test_lm_eval_local_task_against_mock():
+def test_lm_eval_local_task_against_mock(monkeypatch):
     """The real lm-eval (local-completions backend) runs the shipped local task against the mock:
-    the mock answers " Paris. It is" to everything, so exactly the France question matches."""
+    the mock answers " Paris. It is" to everything, so exactly the France question matches. The
+    mock requires an API key: lm-eval's requests carry VLLM_API_KEY, and only for the call."""
     import importlib.util
+    import os
 
-    require(importlib.util.find_spec("lm_eval") is not None, "lm-eval missing: pip install 'deploykit[verify]'")
+    require(importlib.util.find_spec("lm_eval") is not None, "lm-eval missing: pip install 'deploykit[eval]'")
     from deploy_kit.paths import data_dir
     from deploy_kit.verify.evaluate import run_lm_eval
 
-    with MockServer(MockConfig(tokens=[" Paris", ".", " It", " is"])) as s:
+    monkeypatch.setenv("VLLM_API_KEY", "sk-eval")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with MockServer(MockConfig(tokens=[" Paris", ".", " It", " is"], api_key="sk-eval")) as s:
         acc = run_lm_eval(s.url, "mock-model", "capitals_mini", "exact_match", 1 / 40, 0.1,
                           include_path=str(data_dir("evals")))
     assert acc["metric"].startswith("exact_match") and acc["value"] == pytest.approx(1 / 40)
@@ -112,4 +116,6 @@ def test_lm_eval_local_task_against_mock():
     # every question reached the server as a greedy completion with the task's stop sequences
     reqs = [r for r in s.requests if "prompt" in r]
     assert len(reqs) == 40 and all(r.get("temperature", 0) == 0 for r in reqs)
+    assert {h.get("authorization") for h in s.headers} == {"Bearer sk-eval"}
+    assert "OPENAI_API_KEY" not in os.environ and "sk-eval" not in str(acc["lm_eval_args"])
     assert any("capital of France?\nA:" in str(r["prompt"]) for r in reqs)

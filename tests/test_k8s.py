@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from deploy_kit.stack.k8s import render_k8s
 from tests.conftest import require
@@ -53,7 +55,7 @@ def _validate_lws(doc):
 def test_single_node_deployment_and_service(tmp_path):
     p = _plan("llama-3.1-8b-instruct", tp=2)
     files = render_k8s(p, tmp_path)
-    docs = {yaml.safe_load(f.read_text())["kind"]: yaml.safe_load(f.read_text()) for f in files}
+    docs = _docs(files)
     assert set(docs) == {"Deployment", "Service"}
     for d in docs.values():
         _validate_core(d)
@@ -64,7 +66,15 @@ def test_single_node_deployment_and_service(tmp_path):
     shm = [v for v in pod["volumes"] if v["name"] == "dshm"][0]
     assert shm["emptyDir"]["medium"] == "Memory" and shm["emptyDir"]["sizeLimit"] == "16Gi"
     assert pod["volumes"][0]["hostPath"]["path"] == p.weights.host_path
-    assert pod["nodeSelector"]
+    assert pod["nodeSelector"] == {"accelerator": "huawei-Ascend910"}
+    # the pinned upstream image, pulled only when absent (never :latest, never deploykit's local name)
+    assert c["image"] == "quay.io/ascend/vllm-ascend:v0.23.0" and c["imagePullPolicy"] == "IfNotPresent"
+    # driver files as hostPath, the same paths upstream's docker run mounts
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    hosts = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}
+    for path in ("/usr/local/dcmi", "/usr/local/bin/npu-smi", "/usr/local/Ascend/driver/lib64",
+                 "/usr/local/Ascend/driver/version.info", "/etc/ascend_install.info"):
+        assert hosts[mounts[path]["name"]] == path and mounts[path]["readOnly"] is True
     # startup probe covers the whole load deadline; readiness on /health
     sp = c["startupProbe"]
     assert sp["periodSeconds"] * sp["failureThreshold"] >= p.readiness_timeout_s
@@ -75,10 +85,14 @@ def test_single_node_deployment_and_service(tmp_path):
 
 def test_resource_name_and_pvc(tmp_path):
     p = _plan("llama-3.1-8b-instruct", tp=1)
-    files = render_k8s(p, tmp_path, resource_name="huawei.com/ascend-1980", weights_claim="model-weights")
+    files = render_k8s(p, tmp_path, resource_name="huawei.com/ascend-1980", weights_claim="model-weights",
+                       ascend_runtime=True)
     dep = yaml.safe_load(files[0].read_text())
     _validate_core(dep)
     pod = dep["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"accelerator/huawei-npu": "ascend-1980"}  # not MindCluster's label
+    assert [v["name"] for v in pod["volumes"]] == ["weights", "dshm"]  # the Ascend Docker Runtime injects
+    assert "Ascend Docker Runtime" in (tmp_path / "README.md").read_text()
     assert pod["containers"][0]["resources"]["limits"] == {"huawei.com/ascend-1980": "1"}
     assert pod["volumes"][0]["persistentVolumeClaim"] == {"claimName": "model-weights", "readOnly": True}
     # the validator is not a rubber stamp: a misspelt field fails
@@ -88,10 +102,16 @@ def test_resource_name_and_pvc(tmp_path):
         kubernetes_validate.validate(dep, K8S_VERSION, strict=True)
 
 
+def _docs(files):
+    return {yaml.safe_load(f.read_text())["kind"]: yaml.safe_load(f.read_text()) for f in files if f.suffix == ".yaml"}
+
+
 def test_multinode_leaderworkerset(tmp_path):
+    import subprocess
+
     p = _plan("hunyuan-a13b-instruct", tp=8, sets=[f"model.revision={REV}"])
     files = render_k8s(p, tmp_path, nodes=2, ifname="enp189s0f0")
-    docs = {yaml.safe_load(f.read_text())["kind"]: yaml.safe_load(f.read_text()) for f in files}
+    docs = _docs(files)
     assert set(docs) == {"LeaderWorkerSet", "Service"}
     _validate_core(docs["Service"])
     lws = docs["LeaderWorkerSet"]
@@ -101,17 +121,61 @@ def test_multinode_leaderworkerset(tmp_path):
     assert t["size"] == 2
     leader = t["leaderTemplate"]["spec"]["containers"][0]
     worker = t["workerTemplate"]["spec"]["containers"][0]
-    assert leader["command"][2].startswith("ray start --head")
-    assert "--distributed-executor-backend ray" in leader["command"][2]
-    assert "--tensor-parallel-size 8" in leader["command"][2] and "--pipeline-parallel-size 2" in leader["command"][2]
-    assert worker["command"][2] == "ray start --address=$(LWS_LEADER_ADDRESS):6379 --block"
+    script = leader["command"][2].splitlines()
+    assert script[1] == 'ray start --head --port=6379 --node-ip-address="$POD_IP"'
+    # vLLM starts only after the wait for 2 Ray nodes returned
+    wait = next(i for i, line in enumerate(script) if line.startswith("python3 -c"))
+    assert script[wait + 7] == "' 2 900" and 'ray.nodes()' in script[wait + 3]
+    assert script[-1].startswith("exec python3 -m vllm.entrypoints.openai.api_server ")
+    assert script[-1].endswith("--distributed-executor-backend ray --pipeline-parallel-size 2")
+    assert "--tensor-parallel-size 8" in script[-1]
+    assert subprocess.run(["bash", "-n", "-c", leader["command"][2]]).returncode == 0
+    assert worker["command"][2] == ('ray start --address="$LWS_LEADER_ADDRESS:6379" '
+                                    '--node-ip-address="$POD_IP" --block')
     for c in (leader, worker):
         env = {e["name"]: e for e in c["env"]}
         assert env["HCCL_IF_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
-        assert env["HCCL_SOCKET_IFNAME"]["value"] == env["GLOO_SOCKET_IFNAME"]["value"] == "enp189s0f0"
+        assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+        assert env["TP_SOCKET_IFNAME"]["value"] == env["GLOO_SOCKET_IFNAME"]["value"] == "enp189s0f0"
+        assert env["RAY_EXPERIMENTAL_NOSET_ASCEND_RT_VISIBLE_DEVICES"]["value"] == "1"
         assert c["resources"]["limits"] == {"huawei.com/Ascend910": "8"}
+        assert "/usr/local/Ascend/driver/tools/hccn_tool" in [m["mountPath"] for m in c["volumeMounts"]]
     assert "livenessProbe" not in worker and "startupProbe" in leader
+    sp = leader["startupProbe"]  # covers the wait for the workers (900 s) and the load deadline
+    assert sp["periodSeconds"] * sp["failureThreshold"] >= p.readiness_timeout_s + 900
     assert docs["Service"]["spec"]["selector"]["role"] == "leader"
+    assert "&id" not in (tmp_path / "leaderworkerset.yaml").read_text()  # no YAML anchors
+
+
+def test_registry_image_and_push_commands(tmp_path):
+    from deploy_kit.errors import BadInput
+    from deploy_kit.stack.k8s import push_commands
+
+    p = _plan("llama-3.1-8b-instruct")
+    dep = _docs(render_k8s(p, tmp_path, registry="registry.example.com:5000/ai/"))["Deployment"]
+    assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == \
+        "registry.example.com:5000/ai/vllm-ascend:v0.23.0"
+    assert push_commands(p, "registry.example.com:5000/ai") == [
+        "docker pull quay.io/ascend/vllm-ascend:v0.23.0",
+        "docker tag quay.io/ascend/vllm-ascend:v0.23.0 registry.example.com:5000/ai/vllm-ascend:v0.23.0",
+        "docker push registry.example.com:5000/ai/vllm-ascend:v0.23.0"]
+    assert push_commands(p, None) == []
+    assert "docker push registry.example.com:5000/ai/vllm-ascend:v0.23.0" in (tmp_path / "README.md").read_text()
+    with pytest.raises(BadInput, match="not a registry"):
+        render_k8s(p, tmp_path, registry="reg; rm -rf /")
+
+
+def test_quoting_of_hostile_card_args(tmp_path):
+    """A card's extra_args reach the leader's shell only as quoted words."""
+    import subprocess
+
+    p = _plan("llama-3.1-8b-instruct", tp=8, sets=["serve.extra_args=[\"--x=$(touch /tmp/pwned) `id`; echo\"]"])
+    lws = _docs(render_k8s(p, tmp_path, nodes=2))["LeaderWorkerSet"]
+    script = lws["spec"]["leaderWorkerTemplate"]["leaderTemplate"]["spec"]["containers"][0]["command"][2]
+    # Kubernetes first turns $$ back into $ (the escape that keeps it from expanding $(touch ...))
+    last = script.replace("$$", "$").splitlines()[-1].replace("exec ", "printf '%s\\n' ", 1)
+    words = subprocess.run(["bash", "-c", last], capture_output=True, text=True).stdout.splitlines()
+    assert "--x=$(touch /tmp/pwned) `id`; echo" in words
 
 
 def test_lws_schema_catches_mistakes():
@@ -128,3 +192,22 @@ def test_lws_schema_catches_mistakes():
     typo["spec"]["leaderWorkerTemplate"]["workerTemplat"] = {}
     with pytest.raises(jsonschema.ValidationError):
         _validate_lws(typo)
+
+
+
+_ARG = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00\n\r"),
+               min_size=1, max_size=40)
+
+
+@given(st.lists(_ARG, min_size=1, max_size=4))
+@settings(max_examples=60, deadline=None)
+def test_leader_script_round_trips_any_argv(extra):
+    """Whatever a card puts in extra_args comes back from the shell line as the same words."""
+    import shlex
+
+    from deploy_kit.stack.k8s import leader_script, ray_argv
+
+    p = _plan("llama-3.1-8b-instruct", tp=8)
+    p = p.model_copy(update={"argv": list(p.argv) + extra})
+    last = leader_script(p, 2, "POD_IP").split("\n")[-1]  # not splitlines(): \x0c is no line end in bash
+    assert shlex.split(last) == ["exec", *ray_argv(p, 2)]

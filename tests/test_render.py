@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import REPO, require_compose
+from tests.conftest import REPO
 
 pytestmark = pytest.mark.unit
 
@@ -37,9 +35,8 @@ def make(card, target):
     from deploy_kit.cardload import load_card
     from deploy_kit.planner import plan
 
-    lc = load_card(card)
-    sets = [f"model.revision={PIN}"] if lc.card.model.trust_remote_code and not lc.card.model.revision else []
-    return plan(lc, target=target, sets=sets, port_probe=None)
+    # No pin and no flags: remote-code cards plan with the "unpinned" warning (FIXED_CACHE holds no lock).
+    return plan(load_card(card), target=target, port_probe=None)
 
 
 def normalise(text: str) -> str:
@@ -147,36 +144,19 @@ def test_render_refuses_foreign_out_dir(tmp_path):
     out = tmp_path / "o"
     out.mkdir()
     (out / "precious.txt").write_text("x")
-    with pytest.raises(BadInput):
-        render(make("smollm2-135m-instruct", "cpu"), out)
-    assert (out / "precious.txt").exists()
-    render(make("smollm2-135m-instruct", "cpu"), out, force=True)
-    render(make("smollm2-135m-instruct", "cpu"), out)  # an earlier render may be replaced
-    assert not (out / "precious.txt").exists()
+    for force in (False, True):  # --force never deletes what deploykit did not write
+        with pytest.raises(BadInput) as ei:
+            render(make("smollm2-135m-instruct", "cpu"), out, force=force)
+        assert ei.value.exit_code == 2
+        assert "holds no deploykit render (1 entries)" in ei.value.message
+    assert (out / "precious.txt").read_text() == "x"
+    assert sorted(p.name for p in out.iterdir()) == ["precious.txt"]
 
 
 def test_registry_mirror(monkeypatch):
+    from deploy_kit.targets import load_target
+
+    base = load_target("ascend-a2").base_image
+    assert base.startswith("quay.io/ascend/vllm-ascend:")
     monkeypatch.setenv("DEPLOYKIT_REGISTRY_MIRROR", "m.daocloud.io/quay.io")
-    assert make("llama-3.1-8b-instruct", "ascend-a2").base_image == "m.daocloud.io/quay.io/ascend/vllm-ascend:v0.13.0"
-
-
-@pytest.mark.integration
-@pytest.mark.parametrize("target", TARGETS)
-def test_compose_config_accepts_every_render(target, tmp_path):
-    from deploy_kit.errors import Infeasible
-    from deploy_kit.render import render
-
-    exe = require_compose()
-    for card in cards():
-        try:
-            plan = make(card, target)
-        except Infeasible:
-            continue
-        out = tmp_path / card
-        render(plan, out)
-        proc = subprocess.run([*exe, "-f", str(out / "compose.yaml"), "config", "--format", "json"],
-                              capture_output=True, text=True, timeout=60)
-        assert proc.returncode == 0, f"{card}/{target}: {proc.stderr}"
-        cfg = json.loads(proc.stdout)
-        (svc,) = cfg["services"].values()
-        assert svc["command"] == plan.argv
+    assert make("llama-3.1-8b-instruct", "ascend-a2").base_image == "m.daocloud.io/" + base

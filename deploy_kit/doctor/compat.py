@@ -72,7 +72,9 @@ def version_key(v: str) -> tuple:
 
     A release candidate X.Y.rcN sorts before the final X.Y.0 of the same X.Y.
     """
-    parts = re.split(r"[.\-_]", v.strip().lower())
+    # vLLM-Ascend tags carry a leading "v" (v0.19.1rc1); "rc" may follow a digit without a dot.
+    text = re.sub(r"(\d)(rc\d+)", r"\1.\2", v.strip().lower().removeprefix("v"))
+    parts = re.split(r"[.\-_]", text)
     key: list[tuple[int, int]] = []
     for p in parts:
         m = re.fullmatch(r"rc(\d+)", p)
@@ -88,7 +90,12 @@ def version_key(v: str) -> tuple:
 
 
 def version_ge(a: str, b: str) -> bool:
-    return version_key(a) >= version_key(b)
+    """a >= b; the shorter key is padded with final-release zeros, so 0.19.1 > 0.19.1rc1 and 24.1 == 24.1.0."""
+    ka, kb = list(version_key(a)), list(version_key(b))
+    width = max(len(ka), len(kb))
+    ka += [(1, 0)] * (width - len(ka))
+    kb += [(1, 0)] * (width - len(kb))
+    return ka >= kb
 
 
 def driver_root() -> Path:
@@ -127,6 +134,54 @@ def image_chip(image: str, table: CompatTable | None = None) -> str | None:
     return None
 
 
+def _chip_issues(image_tag: str, chip: str, row: CompatRow | None, table: CompatTable,
+                 src: str | None) -> list[Issue]:
+    """The host's NPU family against the image variant and the release's documented chips."""
+    if chip in table.unsupported_chips:
+        return [Issue(severity="fail", message=table.unsupported_chips[chip],
+                      fix="run on a 910B/910C/310P host or use the cpu target")]
+    base, _ = split_image_tag(image_tag)
+    want = image_chip(image_tag, table)
+    if want and want != chip:
+        suffix = next((k for k, v in table.variants.items() if v == chip and "-" not in k), None)
+        tag_fix = f"{base}-{suffix}" if suffix else base
+        return [Issue(severity="fail", fix=f"use the {tag_fix!r} image variant", source=src,
+                      message=f"image {image_tag!r} is built for {want}, but this host has {chip} NPUs")]
+    if row and row.chips and chip not in row.chips:
+        return [Issue(severity="warn", message=f"{chip} is not listed as supported by vllm-ascend {row.tag}",
+                      fix=f"use a newer tag documenting {chip}", source=src)]
+    return []
+
+
+def _driver_issues(row: CompatRow, driver_version: str | None, src: str | None) -> list[Issue]:
+    """The host's driver (HDK) against the release's documented minimum / recommendation."""
+    if driver_version is None:
+        want = row.min_driver or row.recommended_driver or f"(see CANN {row.cann} release note)"
+        return [Issue(severity="warn", message="Ascend driver version unknown (no version.info)",
+                      fix=f"install Ascend HDK >= {want}", source=src)]
+    if row.min_driver and not version_ge(driver_version, row.min_driver):
+        return [Issue(
+            severity="fail",
+            message=(f"driver {driver_version} is older than {row.min_driver}, the minimum for "
+                     f"vllm-ascend {row.tag} (CANN {row.cann})"),
+            fix=f"upgrade the Ascend HDK driver+firmware to >= {row.min_driver}, or use an older image "
+                f"tag whose min_driver <= {driver_version}",
+            source=src)]
+    if row.recommended_driver and not version_ge(driver_version, row.recommended_driver):
+        return [Issue(
+            severity="warn",
+            message=(f"driver {driver_version} is below {row.recommended_driver}, recommended for "
+                     f"vllm-ascend {row.tag} (CANN {row.cann})"),
+            fix=f"upgrade the Ascend HDK to {row.recommended_driver}", source=src)]
+    if not row.min_driver and not row.recommended_driver:
+        return [Issue(
+            severity="warn",
+            message=(f"no minimum driver is pinned for vllm-ascend {row.tag} (CANN {row.cann}); "
+                     f"driver {driver_version} not verified"),
+            fix=f"check the CANN {row.cann} release note for the matching Ascend HDK", source=src)]
+    return []
+
+
 def check_image_against_driver(image_tag: str, driver_version: str | None,
                                chip: str | None = None,
                                table: CompatTable | None = None) -> list[Issue]:
@@ -147,51 +202,9 @@ def check_image_against_driver(image_tag: str, driver_version: str | None,
         issues.append(Issue(severity="warn", message=f"unknown image variant suffix -{variant}",
                             fix="expected -a3 (910C), -310p (310P), -openeuler or none (910B)"))
     if chip:
-        if chip in table.unsupported_chips:
-            issues.append(Issue(severity="fail", message=table.unsupported_chips[chip],
-                                fix="run on a 910B/910C/310P host or use the cpu target"))
-        else:
-            want = image_chip(image_tag, table)
-            if want and want != chip:
-                suffix = next((k for k, v in table.variants.items() if v == chip and "-" not in k), None)
-                tag_fix = f"{base}-{suffix}" if suffix else base
-                issues.append(Issue(
-                    severity="fail",
-                    message=f"image {image_tag!r} is built for {want}, but this host has {chip} NPUs",
-                    fix=f"use the {tag_fix!r} image variant", source=src))
-            elif row and row.chips and chip not in row.chips:
-                issues.append(Issue(
-                    severity="warn",
-                    message=f"{chip} is not listed as supported by vllm-ascend {row.tag}",
-                    fix=f"use a newer tag documenting {chip}", source=src))
-    if row is None:
-        return issues
-    if driver_version is None:
-        issues.append(Issue(severity="warn",
-                            message="Ascend driver version unknown (no version.info)",
-                            fix=f"install Ascend HDK >= {row.min_driver or row.recommended_driver or '(see CANN ' + row.cann + ' release note)'}",
-                            source=src))
-        return issues
-    if row.min_driver and not version_ge(driver_version, row.min_driver):
-        issues.append(Issue(
-            severity="fail",
-            message=(f"driver {driver_version} is older than {row.min_driver}, the minimum for "
-                     f"vllm-ascend {row.tag} (CANN {row.cann})"),
-            fix=f"upgrade the Ascend HDK driver+firmware to >= {row.min_driver}, or use an older image "
-                f"tag whose min_driver <= {driver_version}",
-            source=src))
-    elif row.recommended_driver and not version_ge(driver_version, row.recommended_driver):
-        issues.append(Issue(
-            severity="warn",
-            message=(f"driver {driver_version} is below {row.recommended_driver}, recommended for "
-                     f"vllm-ascend {row.tag} (CANN {row.cann})"),
-            fix=f"upgrade the Ascend HDK to {row.recommended_driver}", source=src))
-    elif not row.min_driver and not row.recommended_driver:
-        issues.append(Issue(
-            severity="warn",
-            message=(f"no minimum driver is pinned for vllm-ascend {row.tag} (CANN {row.cann}); "
-                     f"driver {driver_version} not verified"),
-            fix=f"check the CANN {row.cann} release note for the matching Ascend HDK", source=src))
+        issues += _chip_issues(image_tag, chip, row, table, src)
+    if row is not None:
+        issues += _driver_issues(row, driver_version, src)
     return issues
 
 

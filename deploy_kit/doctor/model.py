@@ -35,12 +35,12 @@ class Report(BaseModel):
     def blocking_failures(self) -> list[Check]:
         return [c for c in self.checks if c.status == "fail" and c.blocking]
 
-    @computed_field  # in --json so automation need not recompute it
+    @computed_field  # type: ignore[prop-decorator]  # in --json so automation need not recompute it
     @property
     def exit_code(self) -> int:
         return 3 if self.blocking_failures else 0
 
-    @computed_field
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def summary(self) -> dict[str, int]:
         return {s: sum(c.status == s for c in self.checks) for s in ("pass", "warn", "fail", "skip")}

@@ -85,82 +85,76 @@ def _cells(line: str) -> list[str]:
     return [c.strip() for c in line.strip().strip("|").split("|")]
 
 
+def _process(cells: list[str]) -> NpuProcess | None:
+    """A process-table row: `| npu chip | pid | name | memory | [pid in container] |` (name may be empty)."""
+    first = cells[0].split()
+    if len(cells) < 4 or len(first) < 2 or not (first[0].isdigit() and first[1].isdigit() and cells[1].isdigit()):
+        return None
+    mem = re.match(r"\d+", cells[3])
+    return NpuProcess(npu=int(first[0]), chip=int(first[1]), pid=int(cells[1]), name=cells[2],
+                      memory_mb=int(mem.group(0)) if mem else 0,
+                      pid_in_container=cells[4] if len(cells) > 4 and cells[4] else None)
+
+
+def _chip(row1: list[str], row2: list[str]) -> NpuChip | None:
+    """Row 1 `<npu> <name> | health | power temp hugepages`, row 2 `<chip> [phy-id] | bus-id | aicore mem hbm`."""
+    first = row2[0].split()
+    if not first or not first[0].isdigit():
+        return None
+    n1 = row1[0].split()
+    metrics1 = row1[2].split()
+    usages = _USAGE.findall(row2[2])
+    aicore = re.match(r"\s*(\d+)", row2[2])
+    hbm_used, hbm_total = (int(usages[-1][0]), int(usages[-1][1])) if usages else (0, 0)
+    return NpuChip(npu=int(n1[0]), name=" ".join(n1[1:]), health=row1[1],
+                   power_w=_float(metrics1[0]) if metrics1 else None,
+                   temp_c=_int(metrics1[1]) if len(metrics1) > 1 else None,
+                   chip=int(first[0]), phy_id=int(first[1]) if len(first) > 1 and first[1].isdigit() else None,
+                   bus_id=row2[1], aicore_pct=int(aicore.group(1)) if aicore else None,
+                   hbm_used_mb=hbm_used, hbm_total_mb=hbm_total)
+
+
+def _attach(info: NpuSmiInfo, proc: NpuProcess) -> None:
+    target = next((c for c in info.chips if (c.npu, c.chip) == (proc.npu, proc.chip)), None)
+    if target is None:  # the chip id in the process table is the logical chip
+        target = next((c for c in info.chips if c.npu == proc.npu), None)
+    if target is not None:
+        target.processes.append(proc)
+
+
+def _table_rows(text: str) -> list[list[str]]:
+    return [_cells(ln.strip()) for ln in text.splitlines() if ln.strip().startswith("|")]
+
+
 def parse_npu_smi_info(text: str) -> NpuSmiInfo:
     """Parse `npu-smi info` output. Unknown lines are ignored; a table with no chips parses empty."""
     info = NpuSmiInfo()
     m = re.search(r"npu-smi\s+(\S+)\s+Version:\s*(\S+)", text)
     if m:
         info.version = m.group(2)
-    lines = [ln.rstrip() for ln in text.splitlines()]
     in_proc = False
     pending: list[str] | None = None  # first row of a chip pair
-    by_key: dict[tuple[int, int], NpuChip] = {}
-    for ln in lines:
-        s = ln.strip()
-        if not s.startswith("|"):
-            continue
-        cells = _cells(s)
+    for cells in _table_rows(text):
         head = " ".join(cells).lower()
         if "process id" in head and "process name" in head:
-            in_proc = True
-            pending = None
-            continue
-        if head.startswith("npu") and "health" in head:
+            in_proc, pending = True, None
+        elif head.startswith("npu") and "health" in head:
             in_proc = False
+        elif head.startswith("chip") and "bus-id" in head:
             continue
-        if head.startswith("chip") and "bus-id" in head:
-            continue
-        if in_proc:
-            if "no running processes" in head:
-                continue
-            if len(cells) >= 4:
-                first = cells[0].split()
-                if len(first) >= 2 and first[0].isdigit() and first[1].isdigit() and cells[1].isdigit():
-                    npu, chip = int(first[0]), int(first[1])
-                    mem = re.match(r"\d+", cells[3])
-                    proc = NpuProcess(
-                        npu=npu, chip=chip, pid=int(cells[1]), name=cells[2],
-                        memory_mb=int(mem.group(0)) if mem else 0,
-                        pid_in_container=cells[4] if len(cells) > 4 and cells[4] else None,
-                    )
-                    target = by_key.get((npu, chip))
-                    if target is None:  # chip id in the process table is the logical chip
-                        target = next((c for c in info.chips if c.npu == npu), None)
-                    if target is not None:
-                        target.processes.append(proc)
-            continue
-        if len(cells) < 3:
-            continue
-        first = cells[0].split()
-        if pending is None:
-            # Row 1: "<npu> <name>" | health | power temp hugepages
+        elif in_proc:
+            proc = _process(cells) if "no running processes" not in head else None
+            if proc is not None:
+                _attach(info, proc)
+        elif len(cells) >= 3 and pending is None:
+            first = cells[0].split()
             if len(first) >= 2 and first[0].isdigit() and not re.match(r"^[0-9A-F]{4}:", cells[1], re.I):
                 pending = cells
-            continue
-        # Row 2: "<chip> [phy-id]" | bus-id | aicore  mem used/total  hbm used/total
-        row1, pending = pending, None
-        if not first or not first[0].isdigit():
-            continue
-        n1 = row1[0].split()
-        metrics1 = row1[2].split()
-        usages = _USAGE.findall(cells[2])
-        aicore = re.match(r"\s*(\d+)", cells[2])
-        hbm_used, hbm_total = (int(usages[-1][0]), int(usages[-1][1])) if usages else (0, 0)
-        chip = NpuChip(
-            npu=int(n1[0]),
-            name=" ".join(n1[1:]),
-            health=row1[1],
-            power_w=_float(metrics1[0]) if metrics1 else None,
-            temp_c=_int(metrics1[1]) if len(metrics1) > 1 else None,
-            chip=int(first[0]),
-            phy_id=int(first[1]) if len(first) > 1 and first[1].isdigit() else None,
-            bus_id=cells[1],
-            aicore_pct=int(aicore.group(1)) if aicore else None,
-            hbm_used_mb=hbm_used,
-            hbm_total_mb=hbm_total,
-        )
-        info.chips.append(chip)
-        by_key[(chip.npu, chip.chip)] = chip
+        elif len(cells) >= 3 and pending is not None:
+            chip = _chip(pending, cells)
+            pending = None
+            if chip is not None:
+                info.chips.append(chip)
     return info
 
 

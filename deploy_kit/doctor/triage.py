@@ -55,13 +55,16 @@ def load_signatures(path: str = str(SIGNATURES_PATH)) -> tuple[Signature, ...]:
     return sigs
 
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+QUOTE_MAX = 500  # a quoted log line is cut here: one hostile line must not flood the terminal
 
 
 def triage_text(text: str, signatures: tuple[Signature, ...] | None = None,
                 last: int = LAST_LINES) -> TriageResult:
     sigs = signatures if signatures is not None else load_signatures()
-    lines = [_ANSI.sub("", ln).rstrip() for ln in text.splitlines()]
+    from ..console import clean
+
+    # split on newlines only: str.splitlines would also break at \x1c-\x1e, \x0b, \x0c in hostile text
+    lines = [clean(ln).replace("\n", " ").rstrip()[:QUOTE_MAX] for ln in text.split("\n")]
     tail = [ln for ln in lines if ln.strip()][-last:]
     hits: list[tuple[Signature, list[str]]] = []
     for sig in sigs:
@@ -79,4 +82,6 @@ def triage_text(text: str, signatures: tuple[Signature, ...] | None = None,
 
 
 def triage_file(path: str | Path) -> TriageResult:
-    return triage_text(Path(path).read_text(errors="replace"))
+    from ..runtime.ops import read_capped
+
+    return triage_text(read_capped(Path(path)))

@@ -96,14 +96,9 @@ def run_compose(project: str, compose_file: Path, *args: str, check: bool = True
     return res
 
 
-def project_name(deployment: str, salt: str | None = None) -> str:
-    """Compose project name: lowercase letters, digits, dashes, underscores.
-
-    ``salt`` (the state dir) keeps deployments of the same card from separate state dirs (tests,
-    users) in separate projects, so one never recreates the other's container."""
-    base = "dk-" + re.sub(r"[^a-z0-9_-]", "-", deployment.lower())
-    if salt is None:
-        return base
-    import hashlib
-
-    return f"{base}-{hashlib.sha256(salt.encode()).hexdigest()[:6]}"
+def describe_cmd() -> str:
+    """The Compose command line for messages (dry run): never fails."""
+    try:
+        return " ".join(compose_cmd())
+    except RuntimeFailure:
+        return "docker compose (not found: pip install 'deploykit[docker]')"

@@ -76,8 +76,14 @@ def prepare_context(rendered_dir: Path, ctx: Path | None = None) -> Path:
     if not dockerfile.is_file():
         raise BadInput(f"no Dockerfile in {rendered_dir}", hint="run `deploykit render` first")
     ctx = ctx or rendered_dir / CONTEXT_DIRNAME
-    (ctx / "wheels").mkdir(parents=True, exist_ok=True)
+    ctx.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(dockerfile, ctx / "Dockerfile")
+    return add_build_inputs(ctx)
+
+
+def add_build_inputs(ctx: Path) -> Path:
+    """Put what the Dockerfile templates COPY (ca.crt, wheels/) beside ``ctx``/Dockerfile."""
+    (ctx / "wheels").mkdir(parents=True, exist_ok=True)
     ca = ca_bundle()
     if ca is not None:
         shutil.copyfile(ca, ctx / "ca.crt")

@@ -46,6 +46,9 @@ def tag(image_id: str, ref: str) -> None:
     client().images.get(image_id).tag(repo, t)
 
 
+BUILDER_LABEL = "org.deploykit.stage=builder"  # set on the builder stage by images/*.Dockerfile.j2
+
+
 def build(ctx: Path, ref: str, buildargs: dict[str, str],
           on_line: Callable[[str], None] | None = None) -> str:
     """Build ``ctx`` (classic builder: works on engines without BuildKit) and tag it ``ref``."""
@@ -65,7 +68,20 @@ def build(ctx: Path, ref: str, buildargs: dict[str, str],
         if "error" in chunk:
             raise RuntimeFailure(f"image build failed: {chunk['error'].strip()}",
                                  hint="last build lines:\n" + "\n".join(tail))
+    prune_build_stages()
     return image_id or client().images.get(ref).id
+
+
+def prune_build_stages() -> None:
+    """Remove the dangling builder-stage images of deploykit's own multi-stage builds (the classic
+    builder keeps each as a multi-GB `<none>` image). Only images carrying deploykit's builder label
+    are touched; a failure here never fails the build."""
+    import docker
+
+    try:
+        client().images.prune(filters={"dangling": True, "label": BUILDER_LABEL})
+    except docker.errors.DockerException:
+        pass
 
 
 def project_containers(project: str, all_: bool = True) -> list:
@@ -82,12 +98,13 @@ def container(cid: str):
 
 
 def container_state(cid: str) -> dict | None:
-    """{'Status': 'running'|'exited'|..., 'ExitCode': int, 'OOMKilled': bool} or None if gone."""
+    """{'Status': 'running'|'exited'|..., 'ExitCode': int, 'OOMKilled': bool, 'RestartCount': int}
+    or None if gone."""
     c = container(cid)
     if c is None:
         return None
     c.reload()
-    return c.attrs.get("State", {})
+    return {**c.attrs.get("State", {}), "RestartCount": int(c.attrs.get("RestartCount") or 0)}
 
 
 def logs(cid: str, tail: int | str = "all", since: float | None = None) -> str:
@@ -98,6 +115,21 @@ def logs(cid: str, tail: int | str = "all", since: float | None = None) -> str:
     if since is not None:
         kw["since"] = int(since)
     return c.logs(**kw).decode("utf-8", "replace")
+
+
+def log_bytes(cid: str, cap: int) -> bytes:
+    """The container's whole log, or its last ``cap`` bytes: read as a stream, never all in memory."""
+    c = container(cid)
+    if c is None:
+        return b""
+    kept: list[bytes] = []
+    size = 0
+    for chunk in c.logs(stream=True, follow=False, stdout=True, stderr=True):
+        kept.append(chunk)
+        size += len(chunk)
+        while size - len(kept[0]) >= cap:  # the oldest chunk is not needed for the last cap bytes
+            size -= len(kept.pop(0))
+    return b"".join(kept)[-cap:]
 
 
 def follow_logs(cid: str):

@@ -25,8 +25,10 @@ PHASES: list[tuple[str, re.Pattern]] = [
     ("allocating KV cache", re.compile(r"KV cache|# CPU blocks|num_cpu_blocks|GPU KV cache size", re.I)),
     ("compiling", re.compile(r"Warming up model|Compiling a graph|torch\.compile takes|Dynamo bytecode|"
                             r"Capturing (CUDA|ACL)? ?graph", re.I)),
-    ("loading weights", re.compile(r"Loading (weights|safetensors|model)|load_weights|Starting to load model|Model loading took", re.I)),
-    ("initialising engine", re.compile(r"Initializing a V\d|EngineCore|vLLM API server version|non-default args", re.I)),
+    ("loading weights", re.compile(r"Loading (weights|safetensors|model)|load_weights|Starting to load model|"
+                                   r"Model loading took", re.I)),
+    ("initialising engine", re.compile(r"Initializing a V\d|EngineCore|vLLM API server version|non-default args",
+                                       re.I)),
 ]
 LOG_TAIL = 40
 
@@ -57,11 +59,13 @@ class ReadyResult:
 
 def probe(base_url: str, served_name: str, timeout: float = 3.0) -> tuple[bool, str, list[str]]:
     """(ready, why-not, model ids). Ready only when /health is 200 AND /v1/models lists the model."""
+    from ..verify.auth import auth_headers
+
     try:
         h = httpx.get(f"{base_url}/health", timeout=timeout)
         if h.status_code != 200:
             return False, f"/health answered {h.status_code}", []
-        m = httpx.get(f"{base_url}/v1/models", timeout=timeout)
+        m = httpx.get(f"{base_url}/v1/models", timeout=timeout, headers=auth_headers())
         if m.status_code != 200:
             return False, f"/v1/models answered {m.status_code}", []
         ids = [d.get("id") for d in m.json().get("data", [])]
@@ -81,46 +85,62 @@ def _pump(lines: Iterable[str], q: "queue.Queue[str | None]") -> None:
     q.put(None)
 
 
-_FALLBACK = [
-    (r"address already in use|port is already allocated", "port busy", "pick another --port"),
-    (r"OOMKilled|out of memory|Cannot allocate memory", "out of memory",
-     "lower max_model_len / VLLM_CPU_KVCACHE_SPACE or give the container more memory"),
-    (r"graph capture|Capturing .*failed", "graph capture failure", "set serve.enforce_eager=true"),
-    (r"HCCL.*timeout|hccl.*timed out", "HCCL timeout", "check the devices and HCCL_CONNECT_TIMEOUT"),
-    (r"Bus error|No space left on device.*shm|/dev/shm", "shared memory too small", "raise shm_size"),
-    (r"trust_remote_code", "missing trust_remote_code", "set model.trust_remote_code=true"),
-    (r"unrecognized arguments|error: argument", "vLLM rejected a command-line argument",
-     "check serve.extra_args and the card's serve fields against this vLLM version"),
-]
+class StartFailed(RuntimeFailure):
+    """A server that died or never became ready: the one-line error plus the log evidence."""
+
+    def __init__(self, message: str, *, log_tail: str, cause: str | None, **kw) -> None:
+        super().__init__(message, **kw)
+        self.log_tail = log_tail   # printed by the CLI below the one-line error
+        self.cause = cause
 
 
-def failure_hint(log_text: str) -> tuple[str | None, str]:
-    """(cause, fix): the triage helper's signatures first, then a small built-in table."""
-    fix = "read the last log lines (`deploykit logs NAME`)"
-    try:
-        from ..doctor.triage import triage_text
+def failure_hint(log_text: str) -> tuple[str | None, str, str | None]:
+    """(cause, fix, the log line that shows it): a cause only when its signature is in the log."""
+    from ..doctor.triage import triage_text
 
-        r = triage_text(log_text)
-        if r.cause:
-            return r.cause, r.fix
-        fix = r.fix
-    except ImportError:
-        pass
-    for pat, cause, fx in _FALLBACK:
-        if re.search(pat, log_text, re.I):
-            return cause, fx
-    return None, fix
+    r = triage_text(log_text)
+    if r.cause:
+        return r.cause, r.fix, (r.matched_lines[0] if r.matched_lines else None)
+    return None, "read the last log lines (`deploykit logs NAME`, `deploykit triage NAME`)", None
 
 
-def runtime_failure(message: str, log_lines: list[str], extra_hint: str = "") -> RuntimeFailure:
-    text = "\n".join(log_lines)
-    cause, fix = failure_hint(text + ("\n" + extra_hint if extra_hint else ""))
-    tail = "\n".join(log_lines[-LOG_TAIL:])
-    hint = (f"cause: {cause}; fix: {fix}" if cause else fix)
-    exc = RuntimeFailure(f"{message}" + (f" [{cause}]" if cause else ""), hint=hint)
-    exc.log_tail = tail  # printed by the CLI below the one-line error
-    exc.cause = cause
-    return exc
+def runtime_failure(message: str, log_lines: list[str]) -> StartFailed:
+    cause, fix, line = failure_hint("\n".join(log_lines))
+    hint = f"cause: {cause} (log: {line!r}); fix: {fix}" if cause else fix
+    return StartFailed(message + (f" [{cause}]" if cause else ""), hint=hint,
+                       log_tail="\n".join(log_lines[-LOG_TAIL:]), cause=cause)
+
+
+class _LogWatch:
+    """Log lines from a follower thread, turned into phase events for the progress display."""
+
+    def __init__(self, log_stream: Iterable[str] | None, on_event: Callable[[str, str], None] | None) -> None:
+        self.q: queue.Queue[str | None] = queue.Queue()
+        self.lines: list[str] = []
+        self.phases: dict[str, float] = {}
+        self.on_event = on_event or (lambda kind, text: None)
+        self.start = time.monotonic()
+        if log_stream is not None:
+            threading.Thread(target=_pump, args=(log_stream, self.q), daemon=True).start()
+
+    def mark(self, phase: str) -> None:
+        if phase not in self.phases:
+            self.phases[phase] = round(time.monotonic() - self.start, 2)
+            self.on_event("phase", phase)
+
+    def drain(self) -> None:
+        while True:
+            try:
+                ln = self.q.get_nowait()
+            except queue.Empty:
+                return
+            if ln is None:
+                continue
+            self.lines.append(ln)
+            self.on_event("log", ln)
+            ph = phase_of(ln)
+            if ph:
+                self.mark(ph)
 
 
 def wait_ready(base_url: str, served_name: str, deadline_s: float,
@@ -128,53 +148,25 @@ def wait_ready(base_url: str, served_name: str, deadline_s: float,
                log_stream: Iterable[str] | None = None,
                on_event: Callable[[str, str], None] | None = None,
                poll_s: float = 1.0, probe_fn=probe) -> ReadyResult:
-    """Poll until ready; raise RuntimeFailure if the container dies or the deadline passes.
+    """Poll until ready; raise StartFailed (exit 4) if the container dies or the deadline passes.
 
     container_dead() returns None while the container runs, else a description (exit code...).
     on_event(kind, text) gets ('log', line) and ('phase', name) for the progress display.
     """
-    start = time.monotonic()
-    q: "queue.Queue[str | None]" = queue.Queue()
-    if log_stream is not None:
-        threading.Thread(target=_pump, args=(log_stream, q), daemon=True).start()
-    lines: list[str] = []
-    phases: dict[str, float] = {}
-
-    def drain() -> None:
-        while True:
-            try:
-                ln = q.get_nowait()
-            except queue.Empty:
-                return
-            if ln is None:
-                continue
-            lines.append(ln)
-            if on_event:
-                on_event("log", ln)
-            ph = phase_of(ln)
-            if ph and ph not in phases:
-                phases[ph] = round(time.monotonic() - start, 2)
-                if on_event:
-                    on_event("phase", ph)
-
-    why = "not started"
+    watch = _LogWatch(log_stream, on_event)
     while True:
-        drain()
+        watch.drain()
         ok, why, ids = probe_fn(base_url, served_name)
         if ok:
-            drain()
-            if "ready" not in phases:
-                phases["ready"] = round(time.monotonic() - start, 2)
-                if on_event:
-                    on_event("phase", "ready")
-            return ReadyResult(seconds=round(time.monotonic() - start, 2), phases=phases,
-                               log_tail=lines[-LOG_TAIL:], models=ids)
+            watch.drain()
+            watch.mark("ready")
+            return ReadyResult(seconds=round(time.monotonic() - watch.start, 2), phases=watch.phases,
+                               log_tail=watch.lines[-LOG_TAIL:], models=ids)
         dead = container_dead()
         if dead:
             time.sleep(0.5)  # let the last log lines arrive
-            drain()
-            raise runtime_failure(f"container exited before the server was ready ({dead})", lines, dead)
-        if time.monotonic() - start > deadline_s:
-            raise runtime_failure(f"server not ready after {deadline_s:.0f} s (last probe: {why})",
-                                  lines)
+            watch.drain()
+            raise runtime_failure(f"container exited before the server was ready ({dead})", watch.lines)
+        if time.monotonic() - watch.start > deadline_s:
+            raise runtime_failure(f"server not ready after {deadline_s:.0f} s (last probe: {why})", watch.lines)
         time.sleep(poll_s)

@@ -23,21 +23,9 @@ DEFAULT_PROMPTS = [{"prompt": "What is the capital of France? Answer in one word
                     "expect": "(?i)paris", "api": "chat", "max_tokens": 16}]
 
 
-def _get(p, key, default=None):
-    return p.get(key, default) if isinstance(p, dict) else getattr(p, key, default)
-
-
-def prompts_of(smoke) -> list[dict]:
-    """Normalise plan.smoke ({prompts: [...]}, a list, or None) to a list of dicts."""
-    if smoke is None:
-        return list(DEFAULT_PROMPTS)
-    items = _get(smoke, "prompts", smoke if isinstance(smoke, list) else None) or []
-    out = []
-    for p in items:
-        if hasattr(p, "model_dump"):
-            p = p.model_dump()
-        out.append(dict(p))
-    return out or list(DEFAULT_PROMPTS)
+def prompts_of(smoke: list[dict] | None) -> list[dict]:
+    """The plan's smoke prompts (plan.smoke), or the default Paris prompt when the card has none."""
+    return [dict(p) for p in smoke] if smoke else list(DEFAULT_PROMPTS)
 
 
 def image_data_url(path: str, search: list[Path] | None = None) -> str:
@@ -78,13 +66,15 @@ def _short(v, n=2000):
     return s[:n] + f"... ({len(s)} chars)"
 
 
-def run_smoke(base_url: str, model: str, smoke=None, out_dir: Path | None = None,
+def run_smoke(base_url: str, model: str, smoke: list[dict] | None = None, out_dir: Path | None = None,
               search: list[Path] | None = None, timeout: float = 120.0) -> list[dict]:
     """Run every prompt; raise VerificationFailed (exit 5) on the first failure after running all."""
     search = search or []
     results: list[dict] = []
     failures: list[str] = []
-    with httpx.Client(base_url=base_url, timeout=timeout) as http:
+    from ..verify.auth import auth_headers
+
+    with httpx.Client(base_url=base_url, timeout=timeout, headers=auth_headers()) as http:
         try:
             r = http.get("/v1/models")
             ids = [d.get("id") for d in r.json().get("data", [])] if r.status_code == 200 else []

@@ -14,10 +14,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from ..errors import Infeasible
-from ..paths import state_dir
+from ..errors import BadInput, Infeasible
+from ..paths import state_dir, validate_name
+from ..planner import Plan
 
 LOCK_TIMEOUT_S = 60.0
 
@@ -43,7 +44,24 @@ class Record(BaseModel):
     created_at: float = Field(default_factory=time.time)
     ready_at: float | None = None
     timings: dict[str, Any] = Field(default_factory=dict)  # seconds; "phases": {phase: s}
-    plan: dict = Field(default_factory=dict)
+    plan: Plan | None = None     # None: an older deploykit wrote a plan this one cannot read
+
+    @field_validator("plan", mode="before")
+    @classmethod
+    def _old_plan(cls, value: Any) -> Any:
+        """A plan dict from an older deploykit: kept out (down/status/logs still work), not guessed at."""
+        if isinstance(value, dict):
+            try:
+                return Plan.model_validate(value)
+            except ValidationError:
+                return None
+        return value
+
+    def need_plan(self) -> Plan:
+        if self.plan is None:
+            raise BadInput(f"the record of {self.name!r} holds no plan this deploykit can read "
+                           "(written by an older version)", hint=f"run `deploykit up {self.card_name}` again")
+        return self.plan
 
     @property
     def url(self) -> str:
@@ -58,12 +76,14 @@ def _root() -> Path:
 
 
 def record_path(name: str) -> Path:
-    return _root() / "deployments" / f"{name}.json"
+    """The record file of ``name``; BadInput (exit 2) for a name that is not one safe path segment,
+    so '../../x' never reaches a path (load, save and delete all come through here)."""
+    return _root() / "deployments" / f"{validate_name(name, what='deployment name')}.json"
 
 
 def run_dir(name: str) -> Path:
     """Per-deployment scratch: smoke request/response, readiness log."""
-    d = _root() / "runs" / name
+    d = _root() / "runs" / validate_name(name, what="deployment name")
     d.mkdir(parents=True, exist_ok=True)
     return d
 
@@ -113,24 +133,11 @@ def all_records() -> list[Record]:
     return out
 
 
-def conflicts(name: str, devices: list[str], port: int | None, target: str = "") -> list[str]:
-    """Reasons why ``name`` cannot take these devices/port (call while holding ``locked()``)."""
-    reasons = []
-    for rec in all_records():
-        if rec.name == name:
-            continue
-        if port is not None and rec.port == port:
-            reasons.append(f"port {port} is held by deployment {rec.name!r}")
-        # CPU "devices" are not exclusive; accelerators are (ids are per target kind).
-        shared = sorted(set(devices) & set(rec.host_devices))
-        if shared and (not target or rec.target == target):
-            reasons.append(f"device(s) {', '.join(shared)} held by deployment {rec.name!r}")
-    return reasons
-
-
 def claim(rec: Record) -> None:
     """Atomically check the ledger and write the record (raises Infeasible on conflict)."""
     with locked():
+        from ..stack.ledger import conflicts
+
         reasons = conflicts(rec.name, rec.host_devices, rec.port, rec.target)
         if reasons:
             raise Infeasible(f"cannot start {rec.name!r}", reasons=reasons,

@@ -30,7 +30,8 @@ class Allocation:
 
 def _aligned_blocks(groups: list[list[int]], tp: int) -> list[list[int]]:
     """Candidate blocks: size-aligned contiguous runs inside one group, then any run in one group."""
-    aligned, other = [], []
+    aligned: list[list[int]] = []
+    other: list[list[int]] = []
     for g in groups:
         g = sorted(g)
         for i in range(0, len(g) - tp + 1):
@@ -39,6 +40,43 @@ def _aligned_blocks(groups: list[list[int]], tp: int) -> list[list[int]]:
                 continue  # not contiguous ids
             (aligned if block[0] % tp == 0 else other).append(block)
     return aligned + other
+
+
+def _pin_reasons(r: Request, device_count: int, busy: dict[int, str], taken: dict[int, str],
+                 groups: list[list[int]]) -> list[str]:
+    """Why the devices ``r`` pins cannot be given to it (empty: they can)."""
+    pins = list(r.pinned or ())
+    out = []
+    if len(pins) != r.tp:
+        out.append(f"{r.name}: {len(pins)} pinned device(s) for tensor_parallel_size {r.tp}")
+    for d in pins:
+        if d < 0 or d >= device_count:
+            out.append(f"{r.name}: device {d} out of range 0..{device_count - 1}")
+        elif d in busy:
+            out.append(f"{r.name}: device {d} is held by {busy[d]}")
+        elif d in taken:
+            out.append(f"{r.name}: device {d} is also pinned by {taken[d]}")
+    if len(set(pins)) != len(pins):
+        out.append(f"{r.name}: a device is pinned twice in {pins}")
+    if r.tp > 1 and not out and not any(set(pins) <= set(g) for g in groups):
+        out.append(f"{r.name}: pinned devices {pins} span interconnect groups")
+    return out
+
+
+def _place(r: Request, device_count: int, busy: dict[int, str], taken: dict[int, str],
+           groups: list[list[int]]) -> list[int] | str:
+    """The first free aligned block for an unpinned request, or the reason there is none."""
+    if r.tp < 1:
+        return f"{r.name}: tensor_parallel_size must be >= 1, got {r.tp}"
+    if r.tp > device_count:
+        return f"{r.name}: tensor_parallel_size {r.tp} exceeds the {device_count} devices"
+    for block in _aligned_blocks(groups, r.tp):
+        if not any(d in busy or d in taken for d in block):
+            return block
+    free = [d for d in range(device_count) if d not in busy and d not in taken]
+    holders = ", ".join(f"{d}: {h}" for d, h in sorted({**busy, **taken}.items()))
+    return (f"{r.name}: no contiguous block of {r.tp} free device(s) in one interconnect "
+            f"group ({len(free)} free: {free}; held: {holders or 'none'})")
 
 
 def allocate(device_count: int, requests: list[Request], *, busy: dict[int, str] | None = None,
@@ -51,55 +89,20 @@ def allocate(device_count: int, requests: list[Request], *, busy: dict[int, str]
     names = [r.name for r in requests]
     for n in sorted({n for n in names if names.count(n) > 1}):
         out.reasons.append(f"deployment name '{n}' is used twice")
-
-    # 1. pinned first
-    for r in requests:
+    for r in requests:  # 1. pinned first
         if r.pinned is None:
             continue
-        pins = list(r.pinned)
-        bad = False
-        if len(pins) != r.tp:
-            out.reasons.append(f"{r.name}: {len(pins)} pinned device(s) for tensor_parallel_size {r.tp}")
-            bad = True
-        for d in pins:
-            if d < 0 or d >= device_count:
-                out.reasons.append(f"{r.name}: device {d} out of range 0..{device_count - 1}")
-                bad = True
-            elif d in busy:
-                out.reasons.append(f"{r.name}: device {d} is held by {busy[d]}")
-                bad = True
-            elif d in taken:
-                out.reasons.append(f"{r.name}: device {d} is also pinned by {taken[d]}")
-                bad = True
-        if len(set(pins)) != len(pins):
-            out.reasons.append(f"{r.name}: a device is pinned twice in {pins}")
-            bad = True
-        if r.tp > 1 and not bad and not any(set(pins) <= set(g) for g in groups):
-            out.reasons.append(f"{r.name}: pinned devices {pins} span interconnect groups")
-            bad = True
-        if not bad:
-            for d in pins:
-                taken[d] = r.name
-            out.devices[r.name] = sorted(pins)
-
+        why = _pin_reasons(r, device_count, busy, taken, groups)
+        out.reasons += why
+        if not why:
+            taken.update({d: r.name for d in r.pinned})
+            out.devices[r.name] = sorted(r.pinned)
     # 2. the rest, biggest TP first (stable by file order among equals)
-    rest = sorted((r for r in requests if r.pinned is None), key=lambda r: -r.tp)
-    for r in rest:
-        if r.tp < 1:
-            out.reasons.append(f"{r.name}: tensor_parallel_size must be >= 1, got {r.tp}")
-            continue
-        if r.tp > device_count:
-            out.reasons.append(f"{r.name}: tensor_parallel_size {r.tp} exceeds the {device_count} devices")
-            continue
-        for block in _aligned_blocks(groups, r.tp):
-            if not any(d in busy or d in taken for d in block):
-                for d in block:
-                    taken[d] = r.name
-                out.devices[r.name] = block
-                break
+    for r in sorted((r for r in requests if r.pinned is None), key=lambda r: -r.tp):
+        got = _place(r, device_count, busy, taken, groups)
+        if isinstance(got, str):
+            out.reasons.append(got)
         else:
-            free = [d for d in range(device_count) if d not in busy and d not in taken]
-            holders = ", ".join(f"{d}: {h}" for d, h in sorted({**busy, **taken}.items()))
-            out.reasons.append(f"{r.name}: no contiguous block of {r.tp} free device(s) in one interconnect "
-                               f"group ({len(free)} free: {free}; held: {holders or 'none'})")
+            taken.update({d: r.name for d in got})
+            out.devices[r.name] = got
     return out

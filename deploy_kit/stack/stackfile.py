@@ -32,9 +32,21 @@ class Deployment(_Strict):
 
 
 class FrontDoor(_Strict):
+    """LiteLLM proxy routing by model name; `stack up` builds its image locally from PyPI."""
     enabled: bool = True
     port: int = Field(4000, ge=1, le=65535)
-    image: str = "ghcr.io/berriai/litellm:main-stable"
+    image: str | None = None   # None: deploykit/litellm built from images/litellm.Dockerfile
+
+
+class Observability(_Strict):
+    """Prometheus + Grafana beside the stack (deploy_kit/operate/observe.py renders their files)."""
+    enabled: bool = True
+    prometheus_port: int = Field(9090, ge=1, le=65535)
+    grafana_port: int = Field(3000, ge=1, le=65535)
+    prometheus_image: str = "prom/prometheus:v2.53.0"
+    grafana_image: str = "grafana/grafana-oss:11.1.0"
+    # host:port of MindCluster NPU Exporter; default on Ascend targets: the host's port 8082
+    npu_exporter: str | None = Field(None, pattern=r"^[A-Za-z0-9.-]+:[0-9]{1,5}$")
 
 
 class Stack(_Strict):
@@ -43,6 +55,7 @@ class Stack(_Strict):
     host: Host
     deployments: list[Deployment] = Field(min_length=1)
     front_door: FrontDoor | None = None
+    observability: Observability | None = None
 
 
 def load_stack(path: str | Path) -> Stack:
@@ -74,6 +87,24 @@ def allocate_stack(stack: Stack, busy: dict[int, str] | None = None) -> Allocati
     return allocate(n, reqs, busy=busy, groups=groups)
 
 
+def companion_ports(stack: Stack) -> list[int]:
+    """Host ports of the enabled front door and observability services."""
+    ports = []
+    if stack.front_door and stack.front_door.enabled:
+        ports.append(stack.front_door.port)
+    if stack.observability and stack.observability.enabled:
+        ports += [stack.observability.prometheus_port, stack.observability.grafana_port]
+    return ports
+
+
+def with_observability(stack: Stack, enabled: bool | None) -> Stack:
+    """`--observability/--no-observability` over the stack file's `observability.enabled`."""
+    if enabled is None:
+        return stack
+    obs = (stack.observability or Observability()).model_copy(update={"enabled": enabled})
+    return stack.model_copy(update={"observability": obs})
+
+
 def plan_stack(stack: Stack, *, busy_devices: dict[int, str] | None = None,
                busy_ports: dict[int, str] | None = None, source: str = "") -> list:
     """One planner.Plan per deployment; every reason from every deployment, raised together."""
@@ -81,8 +112,7 @@ def plan_stack(stack: Stack, *, busy_devices: dict[int, str] | None = None,
 
     reasons: list[str] = []
     ports = [d.port for d in stack.deployments]
-    if stack.front_door and stack.front_door.enabled:
-        ports.append(stack.front_door.port)
+    ports += companion_ports(stack)
     for p in sorted({p for p in ports if ports.count(p) > 1}):
         reasons.append(f"port {p} is used twice in the stack")
     for d in stack.deployments:

@@ -8,7 +8,22 @@ field when present (stream_options.include_usage), else from the number of conte
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..errors import BadInput
+
+NUMPY_HINT = "numpy is part of deploykit's core install: pip install 'numpy>=1.24'"
+
+
+def require_numpy() -> Any:
+    """numpy (imported here, lazily: `deploykit --help` must not load it), or BadInput (exit 2)."""
+    try:
+        import numpy
+    except ImportError:
+        raise BadInput("bench statistics need numpy, which is not installed", hint=NUMPY_HINT) from None
+    return numpy
 
 
 @dataclass
@@ -29,19 +44,17 @@ class RequestRecord:
         return asdict(self)
 
 
-def _stats(name: str, values_s: list[float], percentiles: list[float]) -> dict[str, float]:
-    import numpy as np  # lazy: the `verify` extra; np.percentile = the interpolation vLLM uses
-
-    arr = np.asarray(values_s, dtype=float) * 1000.0 if values_s else np.zeros(1)
-    out = {
-        f"mean_{name}_ms": float(arr.mean()),
-        f"median_{name}_ms": float(np.median(arr)),
-        f"std_{name}_ms": float(arr.std()),
-    }
-    for p in percentiles:
-        key = f"p{int(p) if float(p).is_integer() else p}_{name}_ms"
-        out[key] = float(np.percentile(arr, p))
-    return out
+def _stats(name: str, values_s: list[float], percentiles: list[float]) -> dict[str, float | None]:
+    """mean/median/std/percentiles in ms; None for every key when there is no value (all requests
+    failed): a 0 there would read as a measurement."""
+    keys = [f"mean_{name}_ms", f"median_{name}_ms", f"std_{name}_ms"] + \
+        [f"p{int(p) if float(p).is_integer() else p}_{name}_ms" for p in percentiles]
+    if not values_s:
+        return dict.fromkeys(keys)
+    np = require_numpy()   # np.percentile: the interpolation vLLM uses
+    arr = np.asarray(values_s, dtype=float) * 1000.0
+    vals = [arr.mean(), np.median(arr), arr.std()] + [np.percentile(arr, p) for p in percentiles]
+    return {k: float(v) for k, v in zip(keys, vals, strict=True)}
 
 
 def aggregate(
@@ -52,7 +65,11 @@ def aggregate(
     slo_ttft_ms: float | None = None,
     slo_tpot_ms: float | None = None,
 ) -> dict:
-    """Aggregate like vllm's calculate_metrics; goodput counts requests meeting every given SLO."""
+    """Aggregate like vllm's calculate_metrics; goodput counts requests meeting every given SLO.
+
+    Only successful requests (a proper end of stream) enter the latency and token statistics;
+    the others are counted in `failed`, with each distinct reason and its count in `error_counts`.
+    """
     ok = [r for r in records if r.success]
     ttfts = [r.ttft for r in ok]
     tpots = [(r.latency - r.ttft) / (r.output_len - 1) for r in ok if r.output_len > 1]
@@ -82,5 +99,7 @@ def aggregate(
     }
     for name, vals in (("ttft", ttfts), ("tpot", tpots), ("itl", itls), ("e2el", e2el)):
         m.update(_stats(name, vals, list(percentiles)))
-    m["errors"] = sorted({r.error for r in records if not r.success})[:20]
+    counts = Counter(r.error or "unknown" for r in records if not r.success)
+    m["errors"] = sorted(counts)[:20]
+    m["error_counts"] = dict(counts.most_common(20))
     return m

@@ -3,15 +3,46 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+PLOTS_EXTRA = "pip install 'deploykit[plots]'"
 
 
-def _plt():
+def require_plots() -> None:
+    """matplotlib (the `plots` extra) is installed, or BadInput (exit 2) naming the extra; checked
+    before a report writes anything."""
+    from ..errors import BadInput
+
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise BadInput("the report's plots need matplotlib, which is not installed", hint=PLOTS_EXTRA) from None
+
+
+def _plt() -> Any:
+    require_plots()
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _num(v: float | None) -> float:
+    """A metric for plotting: None (no successful request at that level) becomes a gap (NaN)."""
+    return float("nan") if v is None else float(v)
+
+
+def _save(plt: Any, fig: Any, ax: Any, path: Path, title: str, xlabel: str, ylabel: str) -> Path:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
 
 
 def plot_all(levels: list[dict], out_dir: Path) -> list[Path]:
@@ -25,24 +56,22 @@ def plot_all(levels: list[dict], out_dir: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(6, 4))
     for metric in ("ttft", "tpot", "e2el"):
         for p, style in (("median", "-o"), ("p99", "--x")):
-            ax.plot(xs, [r["metrics"][f"{p}_{metric}_ms"] for r in levels], style, label=f"{p} {metric}")
-    ax.set_xlabel("concurrency"); ax.set_ylabel("ms"); ax.set_yscale("log"); ax.legend(fontsize=7)
-    ax.set_title("Latency percentiles vs concurrency")
-    paths.append(out_dir / "latency_vs_concurrency.png"); fig.tight_layout(); fig.savefig(paths[-1]); plt.close(fig)
+            ax.plot(xs, [_num(r["metrics"][f"{p}_{metric}_ms"]) for r in levels], style, label=f"{p} {metric}")
+    ax.set_yscale("log")
+    paths.append(_save(plt, fig, ax, out_dir / "latency_vs_concurrency.png",
+                       "Latency percentiles vs concurrency", "concurrency", "ms"))
 
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(xs, [r["metrics"]["output_throughput"] for r in levels], "-o", label="output tok/s")
     ax.plot(xs, [r["metrics"]["total_token_throughput"] for r in levels], "-s", label="total tok/s")
-    ax.set_xlabel("concurrency"); ax.set_ylabel("tokens/s"); ax.legend()
-    ax.set_title("Throughput vs concurrency")
-    paths.append(out_dir / "throughput_vs_concurrency.png"); fig.tight_layout(); fig.savefig(paths[-1]); plt.close(fig)
+    paths.append(_save(plt, fig, ax, out_dir / "throughput_vs_concurrency.png",
+                       "Throughput vs concurrency", "concurrency", "tokens/s"))
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for r, x in zip(levels, xs):
+    for r, x in zip(levels, xs, strict=True):
         vals = [rec["ttft"] * 1000 for rec in r["records"] if rec["success"]]
         if vals:
             ax.hist(vals, bins=30, alpha=0.5, label=f"c={x}")
-    ax.set_xlabel("TTFT (ms)"); ax.set_ylabel("requests"); ax.legend()
-    ax.set_title("TTFT distribution")
-    paths.append(out_dir / "ttft_distribution.png"); fig.tight_layout(); fig.savefig(paths[-1]); plt.close(fig)
+    paths.append(_save(plt, fig, ax, out_dir / "ttft_distribution.png", "TTFT distribution", "TTFT (ms)",
+                       "requests"))
     return paths

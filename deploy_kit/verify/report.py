@@ -18,7 +18,9 @@ from importlib import metadata
 from pathlib import Path
 
 NM = "not measured"
-ASCEND_910B_BW = 1.6e12   # bytes/s per NPU, vendor figure (docs: /work/shared/ASCEND.md roofline)
+# bytes/s of HBM per Ascend 910B NPU as Huawei quotes it for Atlas 800T A2 class parts (1.6 TB/s);
+# a vendor figure, not a measurement: pass --bandwidth-gbs for the exact part
+ASCEND_910B_BW = 1.6e12
 
 
 def _ver(dist: str) -> str:
@@ -56,14 +58,21 @@ def cann_version() -> str:
 
 
 def server_version(url: str | None) -> str:
+    """The server's vLLM version from GET /version (bounded; the API key sent): never raises."""
     if not url:
         return NM
-    import httpx
+    from ..errors import DeployKitError
+    from .http import fetch, parse_json
 
     try:
-        return httpx.get(url.rstrip("/") + "/version", timeout=5).json().get("version", "unknown")
-    except Exception as exc:  # noqa: BLE001 - report, never crash
-        return f"unreachable ({type(exc).__name__})"
+        status, data = fetch("GET", url.rstrip("/") + "/version", connect_timeout=5.0, read_timeout=5.0,
+                             max_bytes=65536)
+        doc = parse_json(data, "GET /version") if status == 200 else None
+    except DeployKitError as exc:
+        return f"unreachable ({exc.message[:80]})"
+    if not isinstance(doc, dict):
+        return f"unknown (GET /version: HTTP {status})"
+    return str(doc.get("version", "unknown"))[:80]
 
 
 def environment(url: str | None = None, image: str = "", image_id: str = "") -> dict:
@@ -95,7 +104,8 @@ def cpu_bandwidth(size_mb: int = 256, repeats: int = 5) -> float:
     return 2 * a.nbytes / best
 
 
-def weight_bytes(weights_dir: str | None, params_b: float | None, dtype_bytes: float = 2.0) -> tuple[float | None, str]:
+def weight_bytes(weights_dir: str | None, params_b: float | None,
+                 dtype_bytes: float = 2.0) -> tuple[float | None, str]:
     if weights_dir and Path(weights_dir).is_dir():
         n = sum(p.stat().st_size for p in Path(weights_dir).rglob("*")
                 if p.suffix in (".safetensors", ".bin", ".gguf", ".pt"))
@@ -117,7 +127,11 @@ def served_dtype_bytes(argv: list[str] | None) -> tuple[float | None, str]:
     """
     argv = list(argv or [])
     for i, a in enumerate(argv):
-        val = argv[i + 1] if a == "--dtype" and i + 1 < len(argv) else a.split("=", 1)[1] if a.startswith("--dtype=") else None
+        val = None
+        if a == "--dtype" and i + 1 < len(argv):
+            val = argv[i + 1]
+        elif a.startswith("--dtype="):
+            val = a.split("=", 1)[1]
         if val in DTYPE_BYTES:
             return DTYPE_BYTES[val], f"--dtype {val}"
     return None, "no explicit --dtype"
@@ -127,7 +141,8 @@ def roofline(levels: list[dict], wbytes: float | None, bandwidth: float | None, 
              tp: int = 1, wbytes_source: str = "") -> dict:
     """Measured single-stream decode tok/s (1000/mean TPOT at concurrency 1) vs bandwidth bound."""
     single = next((r for r in levels if (r["config"].get("concurrency") or 0) == 1), None)
-    measured = 1000.0 / single["metrics"]["mean_tpot_ms"] if single and single["metrics"]["mean_tpot_ms"] > 0 else None
+    tpot = single["metrics"].get("mean_tpot_ms") if single else None
+    measured = 1000.0 / tpot if tpot else None
     bound = bandwidth / (wbytes / tp) if (bandwidth and wbytes) else None
     return {"measured_decode_tok_s": measured, "bound_tok_s": bound,
             "fraction_of_bound": (measured / bound) if (measured and bound) else None,
@@ -141,18 +156,31 @@ def load_bench_dir(d: Path) -> list[dict]:
     for js in sorted(d.glob("bench-*.json")):
         res = json.loads(js.read_text())
         rec = d / res.get("records_file", "")
-        res["records"] = [json.loads(l) for l in rec.read_text().splitlines()] if rec.is_file() else []
+        res["records"] = [json.loads(line) for line in rec.read_text().splitlines()] if rec.is_file() else []
         res["_file"] = js.name
         out.append(res)
     return out
 
 
-def _f(v, fmt="{:.1f}") -> str:
+def _f(v: float | None, fmt: str = "{:.1f}") -> str:
     return NM if v is None else fmt.format(v)
 
 
 def _link(text: str, file: str | None) -> str:
     return f"[{text}]({file})" if file else text
+
+
+def _take(ev: Path, p: Path | None) -> str | None:
+    """Copy an evidence file or directory into `ev`; its path relative to the report, or None."""
+    if not p or not Path(p).exists():
+        return None
+    dst = ev / Path(p).name
+    if Path(p).resolve() != dst.resolve():
+        if Path(p).is_dir():
+            shutil.copytree(p, dst, dirs_exist_ok=True)
+        else:
+            shutil.copy2(p, dst)
+    return f"evidence/{Path(p).name}"
 
 
 def build_report(name: str, out: Path, *, bench_dir: Path | None = None, eval_file: Path | None = None,
@@ -162,22 +190,12 @@ def build_report(name: str, out: Path, *, bench_dir: Path | None = None, eval_fi
     out.mkdir(parents=True, exist_ok=True)
     ev = out / "evidence"
     ev.mkdir(exist_ok=True)
-
-    def take(p: Path | None) -> str | None:
-        if not p or not Path(p).exists():
-            return None
-        dst = ev / Path(p).name
-        if Path(p).resolve() != dst.resolve():
-            (shutil.copytree(p, dst, dirs_exist_ok=True) if Path(p).is_dir() else shutil.copy2(p, dst))
-        return f"evidence/{Path(p).name}"
-
     levels = []
     if bench_dir and Path(bench_dir).is_dir():
-        take(bench_dir)
+        _take(ev, bench_dir)
         levels = load_bench_dir(ev / Path(bench_dir).name)
         for r in levels:
             r["_file"] = f"evidence/{Path(bench_dir).name}/{r['_file']}"
-    eval_rel, smoke_rel, plan_rel, acc_rel = take(eval_file), take(smoke_file), take(plan_file), take(accuracy_file)
     env = env or environment()
     (ev / "environment.json").write_text(json.dumps(env, indent=2))
     plots = []
@@ -186,78 +204,174 @@ def build_report(name: str, out: Path, *, bench_dir: Path | None = None, eval_fi
 
         plots = [f"plots/{p.name}" for p in plot_all(levels, out / "plots")]
     data = {"name": name, "environment": env, "environment_file": "evidence/environment.json",
-            "command": command or NM, "plan_file": plan_rel, "smoke_file": smoke_rel,
-            "eval_file": eval_rel, "accuracy_file": acc_rel, "roofline": roof, "plots": plots,
+            "command": command or NM, "plan_file": _take(ev, plan_file), "smoke_file": _take(ev, smoke_file),
+            "eval_file": _take(ev, eval_file), "accuracy_file": _take(ev, accuracy_file), "roofline": roof,
+            "plots": plots,
             "performance": [{"file": r["_file"], "config": r["config"], "metrics": r["metrics"]} for r in levels]}
     (out / "report.json").write_text(json.dumps(data, indent=2, default=str))
     (out / "report.md").write_text(_markdown(data, ev))
     return data
 
 
-def _markdown(d: dict, ev: Path) -> str:
-    e = d["environment"]
-    L = [f"# {d['name']}: deployment verification report", "",
-         "## Environment", "", f"Source: [{d['environment_file']}]({d['environment_file']})", "",
-         "| Item | Value |", "|---|---|"]
-    L += [f"| {k} | {str(v).splitlines()[0] if str(v) else NM} |" for k, v in e.items()]
-    L += ["", "## Deployment", "", f"- Plan: {_link(d['plan_file'], d['plan_file']) if d['plan_file'] else NM}",
-          f"- Command: `{d['command']}`" if d["command"] != NM else f"- Command: {NM}", "", "## Smoke", ""]
-    if d["smoke_file"]:
-        sj = json.loads((ev.parent / d["smoke_file"]).read_text())
-        checks = sj.get("results") or []
-        passed = sum(bool(c.get("ok")) for c in checks)
-        L.append(f"Smoke: **{'PASS' if sj.get('ok') else 'FAIL'}**, {passed}/{len(checks)} checks passed "
+def _md_environment(d: dict) -> list[str]:
+    lines = ["## Environment", "", f"Source: [{d['environment_file']}]({d['environment_file']})", "",
+             "| Item | Value |", "|---|---|"]
+    lines += [f"| {k} | {str(v).splitlines()[0] if str(v) else NM} |" for k, v in d["environment"].items()]
+    plan = _link(d["plan_file"], d["plan_file"]) if d["plan_file"] else NM
+    lines += ["", "## Deployment", "", f"- Plan: {plan}",
+              f"- Command: `{d['command']}`" if d["command"] != NM else f"- Command: {NM}"]
+    return lines
+
+
+def _md_smoke(d: dict, root: Path) -> list[str]:
+    lines = ["## Smoke", ""]
+    if not d["smoke_file"]:
+        return lines + [NM]
+    sj = json.loads((root / d["smoke_file"]).read_text())
+    checks = sj.get("results") or []
+    passed = sum(bool(c.get("ok")) for c in checks)
+    lines.append(f"Smoke: **{'PASS' if sj.get('ok') else 'FAIL'}**, {passed}/{len(checks)} checks passed "
                  f"against `{sj.get('model', '?')}` — [{d['smoke_file']}]({d['smoke_file']})")
-        L += [f"- {c.get('check', '?')}: {'ok' if c.get('ok') else 'FAIL'}"
-              + (f" — {c['api']} answered {c['text'][:60]!r} (expect `{c.get('expect')}`)" if c.get("text") else "")
-              for c in checks]
-    else:
-        L.append(NM)
-    L += ["", "## Accuracy", ""]
+    for c in checks:
+        said = f" — {c['api']} answered {c['text'][:60]!r} (expect `{c.get('expect')}`)" if c.get("text") else ""
+        lines.append(f"- {c.get('check', '?')}: {'ok' if c.get('ok') else 'FAIL'}{said}")
+    return lines
+
+
+def _md_accuracy(d: dict, root: Path) -> list[str]:
+    lines = ["## Accuracy", ""]
     if d["eval_file"]:
-        ej = json.loads((ev.parent / d["eval_file"]).read_text())
-        L += [f"Greedy equivalence vs `{ej['reference']}` (top-{ej['k']}, {ej['max_tokens']} tokens): "
-              f"**{'PASS' if ej['ok'] else 'FAIL'}** — [{d['eval_file']}]({d['eval_file']})", "",
-              "| Prompt | OK | First divergence |", "|---|---|---|"]
+        ej = json.loads((root / d["eval_file"]).read_text())
+        lines += [f"Greedy equivalence vs `{ej['reference']}` (top-{ej['k']}, {ej['max_tokens']} tokens): "
+                  f"**{'PASS' if ej['ok'] else 'FAIL'}** — [{d['eval_file']}]({d['eval_file']})", "",
+                  "| Prompt | OK | First divergence |", "|---|---|---|"]
         for r in ej["results"]:
             fd = r["first_divergence"]
-            div = "none" if not fd else f"pos {fd['position']}: {fd['deployment_token']!r} vs {fd['reference_token']!r}"
+            div = "none" if not fd else \
+                f"pos {fd['position']}: {fd['deployment_token']!r} vs {fd['reference_token']!r}"
             pr = r["prompt"] if len(r["prompt"]) <= 40 else "…" + r["prompt"][-39:]   # chat: tail shows the turn
             pr, div = repr(pr).replace("|", "\\|"), div.replace("|", "\\|")   # '|' would split the cell
-            L.append(f"| {pr} | {'yes' if r['ok'] else 'no'} ({r['compared']} tokens) | {div} |")
+            lines.append(f"| {pr} | {'yes' if r['ok'] else 'no'} ({r['compared']} tokens) | {div} |")
     else:
-        L.append(f"Greedy equivalence: {NM}")
+        lines.append(f"Greedy equivalence: {NM}")
     if d["accuracy_file"]:
-        aj = json.loads((ev.parent / d["accuracy_file"]).read_text())
-        L.append(f"\nTask accuracy {aj['task']} {aj['metric']}: [{aj['value']:.4f}]({d['accuracy_file']}) "
-                 f"vs baseline {aj['baseline']} (rel tol {aj['rel_tol']}): {'PASS' if aj['ok'] else 'FAIL'}")
+        aj = json.loads((root / d["accuracy_file"]).read_text())
+        lines.append(f"\nTask accuracy {aj['task']} {aj['metric']}: [{aj['value']:.4f}]({d['accuracy_file']}) "
+                     f"vs baseline {aj['baseline']} (rel tol {aj['rel_tol']}): {'PASS' if aj['ok'] else 'FAIL'}")
     else:
-        L.append(f"\nTask accuracy (lm-eval): {NM}")
-    L += ["", "## Performance", ""]
-    if d["performance"]:
-        L += ["| Concurrency | Rate | Done/Failed | TTFT p50/p99 ms | TPOT p50/p99 ms | ITL p50 ms | E2E p50 ms | req/s | out tok/s | Raw |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
-        for p in d["performance"]:
-            m, f = p["metrics"], p["file"]
-            lk = lambda v: _link(_f(v), f)  # noqa: E731
-            L.append(f"| {p['config'].get('concurrency') or 'unbounded'} | {p['config'].get('request_rate') or 'inf'} | "
-                     f"{_link(str(m['completed']), f)}/{m['failed']} | {lk(m['median_ttft_ms'])}/{lk(m['p99_ttft_ms'])} | "
+        lines.append(f"\nTask accuracy (lm-eval): {NM}")
+    return lines
+
+
+PERF_HEADER = ("| Concurrency | Rate | Done/Failed | TTFT p50/p99 ms | TPOT p50/p99 ms | ITL p50 ms | "
+               "E2E p50 ms | req/s | out tok/s | Raw |")
+
+
+def _md_performance(d: dict) -> list[str]:
+    lines = ["## Performance", ""]
+    if not d["performance"]:
+        return lines + [NM]
+    lines += [PERF_HEADER, "|---|---|---|---|---|---|---|---|---|---|"]
+    for p in d["performance"]:
+        m, f, c = p["metrics"], p["file"], p["config"]
+
+        def lk(v: float | None, fmt: str = "{:.1f}", f: str = f) -> str:
+            return _link(_f(v, fmt), f)
+
+        lines.append(f"| {c.get('concurrency') or 'unbounded'} | {c.get('request_rate') or 'inf'} | "
+                     f"{_link(str(m['completed']), f)}/{m['failed']} | "
+                     f"{lk(m['median_ttft_ms'])}/{lk(m['p99_ttft_ms'])} | "
                      f"{lk(m['median_tpot_ms'])}/{lk(m['p99_tpot_ms'])} | {lk(m['median_itl_ms'])} | "
-                     f"{lk(m['median_e2el_ms'])} | {_link(_f(m['request_throughput'], '{:.2f}'), f)} | "
+                     f"{lk(m['median_e2el_ms'])} | {lk(m['request_throughput'], '{:.2f}')} | "
                      f"{lk(m['output_throughput'])} | [{f}]({f}) |")
-        L += [""] + [f"![{p}]({p})" for p in d["plots"]]
+    return lines + [""] + [f"![{p}]({p})" for p in d["plots"]]
+
+
+def _md_roofline(r: dict | None) -> list[str]:
+    lines = ["### Roofline", ""]
+    if not (r and r.get("measured_decode_tok_s")):
+        return lines + [NM]
+    bw = r["bandwidth_bytes_s"] and r["bandwidth_bytes_s"] / 1e9
+    wb = r["weight_bytes"] and r["weight_bytes"] / 1e6
+    frac = r["fraction_of_bound"] and 100 * r["fraction_of_bound"]
+    return lines + [
+        f"- Measured single-stream decode: {_link(_f(r['measured_decode_tok_s']), r['source_file'])} "
+        "tokens/s (1000 / mean TPOT at concurrency 1)",
+        f"- Bandwidth: {_f(bw)} GB/s ({r['bandwidth_source']})",
+        f"- Weight bytes read per token: {_f(wb)} MB / TP {r['tp']}"
+        + (f" ({r['weight_bytes_source']})" if r.get("weight_bytes_source") else ""),
+        f"- Bound: {_f(r['bound_tok_s'])} tokens/s; measured = {_f(frac)}% of bound"]
+
+
+def _markdown(d: dict, ev: Path) -> str:
+    root = ev.parent
+    lines = [f"# {d['name']}: deployment verification report", ""]
+    for section in (_md_environment(d), _md_smoke(d, root), _md_accuracy(d, root), _md_performance(d),
+                    _md_roofline(d["roofline"])):
+        lines += section + [""]
+    lines += ["## Evidence files", ""]
+    lines += [f"- [{p.relative_to(root)}]({p.relative_to(root)})" for p in sorted(ev.rglob("*")) if p.is_file()]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- `deploykit report NAME`
+def _bandwidth(bandwidth_gbs: float | None, measure_cpu: bool) -> tuple[float | None, str]:
+    if bandwidth_gbs:
+        return bandwidth_gbs * 1e9, "given with --bandwidth-gbs"
+    if measure_cpu:
+        return cpu_bandwidth(), "measured: numpy copy (read+write) on this host"
+    return None, ("unknown (pass --bandwidth-gbs, 1600 for the 910B vendor figure, "
+                  "or --measure-cpu-bandwidth)")
+
+
+def _card_size(card_name: str) -> tuple[float | None, int]:
+    """(params_b, TP) from the card, or (None, 1) for a report without a loadable card."""
+    from ..errors import DeployKitError
+
+    try:
+        from ..cardload import load_card
+
+        c = load_card(card_name).card
+    except (DeployKitError, OSError):
+        return None, 1
+    return c.model.params_b, c.serve.tensor_parallel_size or 1
+
+
+def _roofline_for(name: str, levels: list[dict], facts: dict, weights_dir: str | None,
+                  bandwidth_gbs: float | None, measure_cpu: bool) -> dict:
+    params_b, tp = _card_size(name)
+    bw, src = _bandwidth(bandwidth_gbs, measure_cpu)
+    dbytes, dsrc = served_dtype_bytes(facts.get("argv"))
+    wb: float | None
+    if params_b and dbytes:   # served dtype beats the checkpoint's file size
+        wb, wsrc = params_b * 1e9 * dbytes, f"params_b {params_b} x {dbytes:g} bytes ({dsrc})"
     else:
-        L.append(NM)
-    L += ["", "### Roofline", ""]
-    r = d["roofline"]
-    if r and r.get("measured_decode_tok_s"):
-        L += [f"- Measured single-stream decode: {_link(_f(r['measured_decode_tok_s']), r['source_file'])} tokens/s (1000 / mean TPOT at concurrency 1)",
-              f"- Bandwidth: {_f(r['bandwidth_bytes_s'] and r['bandwidth_bytes_s'] / 1e9)} GB/s ({r['bandwidth_source']})",
-              f"- Weight bytes read per token: {_f(r['weight_bytes'] and r['weight_bytes'] / 1e6)} MB / TP {r['tp']}"
-              + (f" ({r['weight_bytes_source']})" if r.get("weight_bytes_source") else ""),
-              f"- Bound: {_f(r['bound_tok_s'])} tokens/s; measured = {_f(r['fraction_of_bound'] and 100 * r['fraction_of_bound'])}% of bound"]
-    else:
-        L.append(NM)
-    L += ["", "## Evidence files", ""]
-    L += [f"- [{p.relative_to(ev.parent)}]({p.relative_to(ev.parent)})" for p in sorted(ev.rglob("*")) if p.is_file()]
-    return "\n".join(L) + "\n"
+        wb, wsrc = weight_bytes(weights_dir or facts.get("weights_host_path"), params_b)
+    roof = roofline(levels, wb, bw, src, tp, wsrc)
+    if roof.get("source_file"):
+        roof["source_file"] = f"evidence/bench/{roof['source_file']}"
+    return roof
+
+
+def report_for(name: str, dest: Path, *, url: str | None = None, bandwidth_gbs: float | None = None,
+               measure_cpu_bandwidth: bool = False, weights_dir: str | None = None, command: str = "") -> dict:
+    """`deploykit report NAME`: evidence in `dest` (bench/, eval.json, accuracy.json) plus the
+    deployment's record when there is one (URL, image, plan, smoke) -> report.md/json and plots."""
+    from .target import deployment_facts
+
+    tgt = deployment_facts(name)
+    facts = tgt.facts if tgt else {}
+    bench_dir = dest / "bench"
+    levels = load_bench_dir(bench_dir) if bench_dir.is_dir() else []
+    if levels:
+        from .plots import require_plots
+
+        require_plots()
+    env = environment(url or (tgt.url if tgt else None) or None, facts.get("image", ""), facts.get("image_id", ""))
+    roof = _roofline_for(tgt.card_name if tgt else name, levels, facts, weights_dir, bandwidth_gbs,
+                         measure_cpu_bandwidth) if levels else None
+    eval_file, acc = dest / "eval.json", dest / "accuracy.json"
+    return build_report(name, dest, bench_dir=bench_dir if levels else None,
+                        eval_file=eval_file if eval_file.is_file() else None,
+                        accuracy_file=acc if acc.is_file() else None, smoke_file=facts.get("smoke_file"),
+                        plan_file=facts.get("plan_file"), command=command, env=env, roof=roof)

@@ -13,6 +13,7 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from ..errors import BadInput, RuntimeFailure
 
@@ -32,7 +33,7 @@ def find_gguf(package: str, filename: str, cache: Path | None = None) -> Path:
         dist = metadata.distribution(package)
         for f in dist.files or []:
             if f.name == filename:
-                p = Path(dist.locate_file(f))
+                p = Path(str(dist.locate_file(f)))
                 if p.is_file():
                     return p
     except metadata.PackageNotFoundError:
@@ -140,15 +141,16 @@ def greedy_answer(model_dir: Path, question: str, max_new_tokens: int = 16) -> s
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    ids = tok.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
+    # Any: transformers' stubs type these as unions its own runtime never returns here.
+    tok: Any = AutoTokenizer.from_pretrained(model_dir)
+    model: Any = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    ids: Any = tok.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
                                   return_tensors="pt")
     if not isinstance(ids, torch.Tensor):  # newer transformers return a BatchEncoding
         ids = ids["input_ids"]
     with torch.no_grad():
         out = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False)
-    return tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+    return str(tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True))
 
 
 if __name__ == "__main__":  # python -m deploy_kit.weights.gguf_convert PACKAGE FILE DEST

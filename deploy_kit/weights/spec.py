@@ -39,10 +39,6 @@ class WeightSpec:
         if self.source not in SOURCES:
             raise BadInput(f"unknown source '{self.source}'", field="model.source",
                            hint="one of " + ", ".join(SOURCES))
-        if self.source in ("modelscope", "huggingface") and self.trust_remote_code and not self.revision:
-            raise BadInput("trust_remote_code model without a pinned revision: refusing to run "
-                           "unreviewed remote code", field="model.revision",
-                           hint="set model.revision to a commit sha (or pass --revision)")
         if self.source == "local" and not self.path:
             raise BadInput("local source needs model.path", field="model.path")
         if self.source == "gguf" and not (self.gguf_package and self.gguf_file):
@@ -79,7 +75,7 @@ def spec_from_card(card: Any, source: str | None = None, revision: str | None = 
     cfg = m.config
     expected: dict[str, Any] = {"architecture": m.architecture}
     for k in ("num_layers", "num_attention_heads", "num_kv_heads", "vocab_size", "hidden_size",
-              "num_experts"):
+              "num_experts", "sliding_window"):
         v = getattr(cfg, k, None)
         if v is not None:
             expected[k] = v
