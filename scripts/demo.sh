@@ -32,7 +32,7 @@ try:
 except ValueError:
     recs = []
 for rec in recs if isinstance(recs, list) else []:
-    if rec.get("card_name") == "smollm2-135m-instruct" and rec.get("timings"):
+    if rec.get("card") == "smollm2-135m-instruct" and rec.get("timings"):
         t = {k: v for k, v in rec["timings"].items() if isinstance(v, (int, float))}
         print("  up: " + ", ".join(f"{k} {v:.1f}" for k, v in t.items()))
 EOF

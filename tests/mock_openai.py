@@ -269,7 +269,10 @@ class MockProcess:
     def server_log(self) -> list[dict]:
         import urllib.request
 
-        with urllib.request.urlopen(self.url + "/mock/log", timeout=10) as r:
+        # A private opener with no proxy: urlopen's global opener caches the proxies of the
+        # environment it first saw (a test that set HTTP_PROXY would route this through it).
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with direct.open(self.url + "/mock/log", timeout=10) as r:
             return json.loads(r.read())["log"]
 
     def __exit__(self, *exc) -> None:

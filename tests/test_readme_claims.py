@@ -296,3 +296,26 @@ def test_stack_down_dry_run_changes_nothing(capsys):
     assert cli("stack", "down", str(stack), "--dry-run") == 0
     assert "internvl" in capsys.readouterr().out
     assert state.load("internvl") is not None
+
+
+def test_every_listing_command_has_json():
+    """The README: "listing commands have --json"."""
+    from typer.testing import CliRunner
+
+    from deploy_kit.cli import app
+
+    listing = [["list"], ["show"], ["plan"], ["status"], ["devices"], ["cache", "ls"], ["cache", "verify"],
+               ["stack", "plan"], ["doctor"], ["validate"], ["triage"], ["bench"]]
+    missing = [" ".join(c) for c in listing
+               if "--json" not in CliRunner().invoke(app, [*c, "--help"], terminal_width=200).output]
+    assert missing == []
+
+
+def test_up_internvl2_on_a_host_without_npus_warns_first_then_names_the_missing_npus(capsys):
+    """The README: `deploykit up internvl2-2b` stops at the preflight naming the missing NPUs/driver,
+    after upstream's "not supported" warning."""
+    assert cli("up", "internvl2-2b") == 3
+    out, err = capsys.readouterr()
+    assert out.splitlines()[0].startswith("warning: upstream vLLM-Ascend v0.23.0 marks InternVL2")
+    assert err.startswith("error: preflight failed for internvl2-2b")
+    assert "npu-smi not found" in err and "no /dev/davinci* nodes" in err

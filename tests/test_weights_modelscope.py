@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from urllib.parse import parse_qs, urlsplit
-from urllib.request import urlopen
+from urllib.request import build_opener
 
 import pytest
 
@@ -219,7 +219,8 @@ def test_remote_code_resolves_locks_and_reuses(hub, ms_env):
     assert f"tiny: remote code: {REPO}@master resolved to commit {HEAD}" in lines
     url = f"{hub.url}/api/v1/models/{REPO}/repo/files?Revision={HEAD}&Recursive=True"
     assert f"tiny: review the code at {url}" in lines
-    listing = json.loads(urlopen(url, timeout=10).read())  # the URL really lists that commit's code
+    # build_opener(), not urlopen(): urlopen caches a global opener with this test's dead proxy in it
+    listing = json.loads(build_opener().open(url, timeout=10).read())  # the URL really lists that commit's code
     assert "modeling_tiny.py" in {f["Path"] for f in listing["Data"]["Files"]}
     assert lock.locked_revision("tiny", REPO, "modelscope") == HEAD
     assert (res.path / "modeling_tiny.py").read_bytes() == CODE

@@ -178,11 +178,15 @@ def last_failure(rec: state.Record, found: list) -> str:
     return f"{res.title}: {res.matched_lines[0]}" if res.known and res.matched_lines else "unknown cause"
 
 
+def _record_row(rec: state.Record) -> dict[str, Any]:
+    """What the record says, before Docker is asked (timings: the phases of the `up` that made it)."""
+    return {"name": rec.name, "card": rec.card_name, "target": rec.target, "url": rec.url,
+            "model": rec.served_model_name, "image": rec.image, "port": rec.port, "devices": rec.host_devices,
+            "phase": rec.phase, "containers": [], "healthy": False, "restarts": 0, "timings": rec.timings}
+
+
 def status_row(rec: state.Record) -> dict[str, Any]:
-    row: dict[str, Any] = {"name": rec.name, "card": rec.card_name, "target": rec.target, "url": rec.url,
-                           "model": rec.served_model_name, "image": rec.image, "port": rec.port,
-                           "devices": rec.host_devices, "phase": rec.phase, "containers": [],
-                           "healthy": False, "restarts": 0}
+    row = _record_row(rec)
     found = containers(rec)
     row["containers"] = [{"id": c.short_id, "name": c.name, "status": c.status,
                           "restarts": int((c.attrs or {}).get("RestartCount") or 0)} for c in found]
@@ -210,10 +214,7 @@ def status() -> list[dict]:
         try:
             out.append(status_row(rec))
         except RuntimeFailure as exc:  # Docker unreachable: say so per record, keep listing
-            out.append({"name": rec.name, "card": rec.card_name, "target": rec.target, "url": rec.url,
-                        "model": rec.served_model_name, "image": rec.image, "port": rec.port,
-                        "devices": rec.host_devices, "phase": rec.phase, "containers": [], "healthy": False,
-                        "restarts": 0, "state": "unknown", "problem": str(exc)})
+            out.append({**_record_row(rec), "state": "unknown", "problem": str(exc)})
     return out
 
 

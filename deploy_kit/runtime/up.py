@@ -76,8 +76,10 @@ def host_reasons(target: str | None, plan: Plan | None, force_devices: bool = Fa
     return blocking_reasons(run_doctor(target=target, plan=plan, hubs=False, force_devices=force_devices))
 
 
-def preflight(name: str, target: str | None, force_devices: bool = False, **choices: Any) -> Plan:
-    """Plan and check the host; every reason at once, the host's first (exit 3)."""
+def preflight(name: str, target: str | None, force_devices: bool = False, warn: Say | None = None,
+              **choices: Any) -> Plan:
+    """Plan and check the host; every reason at once, the host's first (exit 3). The plan's
+    warnings (e.g. upstream: not supported) are said first, before any refusal."""
     from ..targets import DEFAULT_TARGET
 
     target = target or DEFAULT_TARGET
@@ -85,6 +87,9 @@ def preflight(name: str, target: str | None, force_devices: bool = False, **choi
     refused: list[str] = []
     try:
         plan = make_plan(name, target, force_devices=force_devices, **choices)
+        if warn is not None:
+            for w in plan.warnings:
+                warn(f"warning: {w}")
     except Infeasible as exc:
         refused = exc.reasons or [exc.message]
     host = host_reasons(target, plan, force_devices)
@@ -250,7 +255,7 @@ def up(name: str, target: str | None = None, *, tp: int | None = None, devices: 
     if dry_run:
         return describe(plan or make_plan(name, target, force_devices=force_devices, **choices), say, timeout)
     if plan is None:
-        plan = preflight(name, target, force_devices, **choices)
+        plan = preflight(name, target, force_devices, warn=say, **choices)
     else:
         reasons = host_reasons(plan.target, plan, force_devices)
         if reasons:
