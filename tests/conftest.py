@@ -64,6 +64,16 @@ def require_compose() -> tuple[str, ...]:
     return tuple(cmd)
 
 
+def install_fake_npu_smi(bin_dir: Path, path_tail: str) -> str:
+    """Put the project's fake `npu-smi` (tests/fixtures/npu/npu-smi) in ``bin_dir``; return the PATH
+    that finds it first (then ``path_tail``). FAKE_NPU_SMI_FIXTURE picks what it prints."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    exe = bin_dir / "npu-smi"
+    exe.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{REPO / "tests" / "fixtures" / "npu" / "npu-smi"}" "$@"\n')
+    exe.chmod(0o755)
+    return f"{bin_dir}{os.pathsep}{path_tail}"
+
+
 def deploykit_bin() -> str:
     exe = Path(sys.executable).parent / "deploykit"
     return str(exe) if exe.exists() else (shutil.which("deploykit") or "deploykit")

@@ -91,7 +91,11 @@ sources:
 
 def send_json(h: BaseHTTPRequestHandler, obj, status: int = 200, head: bool = False) -> None:
     """A JSON response from a stdlib handler (HEAD: headers only)."""
-    body = json.dumps(obj).encode()
+    send_body(h, json.dumps(obj).encode(), status, head)
+
+
+def send_body(h: BaseHTTPRequestHandler, body: bytes, status: int = 200, head: bool = False) -> None:
+    """Raw bytes served as JSON (also a deliberately broken listing) from a stdlib handler."""
     h.send_response(status)
     h.send_header("Content-Type", "application/json")
     h.send_header("Content-Length", str(len(body)))
@@ -233,12 +237,7 @@ class FixtureHub(LocalHTTPServer):
         if at is None:
             return self._revision_not_found(h)
         if self.listing_body is not None:
-            h.send_response(200)
-            h.send_header("Content-Type", "application/json")
-            h.send_header("Content-Length", str(len(self.listing_body)))
-            h.end_headers()
-            h.wfile.write(self.listing_body)
-            return None
+            return send_body(h, self.listing_body)
         sha, files = at
         sib = []
         for rel, data in files.items():

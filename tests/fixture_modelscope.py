@@ -22,7 +22,7 @@ import hashlib
 import re
 from urllib.parse import parse_qs, urlsplit
 
-from tests.fixture_hub import LocalHTTPServer, send_json
+from tests.fixture_hub import LocalHTTPServer, send_body, send_json
 
 HEAD = "a1b2c3d4e5f60718293a4b5c6d7e8f9012345678"   # newest commit (touched config.json)
 OLDER = "0fedcba9876543210fedcba9876543210fedcba9"  # commit that added the rest
@@ -102,12 +102,7 @@ class FixtureModelScope(LocalHTTPServer):
             if not rev_ok:
                 return self._not_found(h, f"revision {rev} not found", head)
             if self.listing_body is not None:
-                h.send_response(200)
-                h.send_header("Content-Type", "application/json")
-                h.send_header("Content-Length", str(len(self.listing_body)))
-                h.end_headers()
-                h.wfile.write(self.listing_body)
-                return None
+                return send_body(h, self.listing_body, head=head)
             return send_json(h, {"Code": 200, "Success": True, "Message": "success", "RequestId": "fixture",
                                   "Data": {"Files": self._listing(q.get("Root")), "IsVisual": 0}}, head=head)
         if u.path == base + "/repo":

@@ -4,10 +4,11 @@ the operator names the devices with --force-devices. Driven through the project'
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import install_fake_npu_smi
 
 from deploy_kit.errors import Infeasible
 from deploy_kit.runtime import state
@@ -21,12 +22,7 @@ NPU = Path(__file__).parent / "fixtures" / "npu"
 @pytest.fixture()
 def fake_npu_smi(tmp_path, monkeypatch, isolated_home):
     """`npu-smi` on PATH is the project's fake; the fixture name picks what it prints."""
-    d = tmp_path / "bin"
-    d.mkdir()
-    exe = d / "npu-smi"
-    exe.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{NPU / "npu-smi"}" "$@"\n')
-    exe.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{d}:/usr/bin:/bin")
+    monkeypatch.setenv("PATH", install_fake_npu_smi(tmp_path / "bin", "/usr/bin:/bin"))
 
     def use(name: str) -> None:
         monkeypatch.setenv("FAKE_NPU_SMI_FIXTURE", name)

@@ -10,12 +10,11 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, install_fake_npu_smi
 from tests.fixture_hub import make_model_files
 
 pytestmark = pytest.mark.unit
@@ -39,11 +38,7 @@ def tree(d: Path) -> dict[str, bytes]:
 def fake_npu_smi(tmp_path, monkeypatch):
     """The project's fake npu-smi first on PATH; the fixture file picks its output."""
     bin_dir = tmp_path / "fakebin"
-    bin_dir.mkdir()
-    wrapper = bin_dir / "npu-smi"
-    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{NPU / "npu-smi"}" "$@"\n')
-    wrapper.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("PATH", install_fake_npu_smi(bin_dir, os.environ["PATH"]))
     monkeypatch.setenv("FAKE_NPU_SMI_FIXTURE", "a2_busy_warning.txt")  # NPU 0: pid 412876 python3.10
     return bin_dir
 
