@@ -37,6 +37,7 @@ CORE = {
     "cards": "deploy_kit/cards.py",
     "cardload": "deploy_kit/cardload.py",
     "planner": "deploy_kit/planner.py",
+    "planchecks": "deploy_kit/planchecks.py",   # the planner's checks, split out of planner.py
     "memory": "deploy_kit/memory.py",
     "envcheck": "deploy_kit/envcheck.py",
     "render": "deploy_kit/render.py",
@@ -59,6 +60,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--snapshot", type=Path, default=None, help="default: /tmp/deploykit-mutation-<time>")
     ap.add_argument("--max-children", type=int, default=2, help="parallel mutant runs (the CI host has 2 cores)")
     ap.add_argument("--timeout-s", type=int, default=3600, help="give up on `mutmut run` after this long")
+    ap.add_argument("--tests", default="tests/",
+                    help="comma-separated test paths mutmut selects from (default: the whole unit tier); a "
+                         "subset is a stricter measure (fewer tests can notice a mutant) and a faster run")
     ap.add_argument("--deselect", action="append", default=[], help="a unit test node id to leave out (repeatable)")
     ap.add_argument("--no-baseline", action="store_true",
                     help="skip the unmutated unit run that finds already failing tests to deselect")
@@ -79,7 +83,7 @@ def snapshot(dst: Path) -> str:
     return head + (" + uncommitted edits" if dirty.strip() else "")
 
 
-def mutmut_config(paths: list[str], deselect: list[str]) -> str:
+def mutmut_config(paths: list[str], deselect: list[str], tests: list[str]) -> str:
     """The [tool.mutmut] table: the unit tier in a fixed order, no cache, quiet; tests that already
     fail on the unmutated snapshot are deselected (mutmut needs a green baseline)."""
     args = ["-m", "unit", "-p", "no:randomly", "-p", "no:cacheprovider", "-q", "-x"]
@@ -89,15 +93,15 @@ def mutmut_config(paths: list[str], deselect: list[str]) -> str:
     return ("\n[tool.mutmut]\n"
             'source_paths = ["deploy_kit"]\n'
             f"only_mutate = {json.dumps(paths)}\n"
-            'pytest_add_cli_args_test_selection = ["tests/"]\n'
+            f"pytest_add_cli_args_test_selection = {json.dumps(tests)}\n"
             f"also_copy = {json.dumps(ALSO_COPY)}\n"
             f"pytest_add_cli_args = {json.dumps(args)}\n")
 
 
-def write_config(root: Path, paths: list[str], deselect: list[str]) -> None:
+def write_config(root: Path, paths: list[str], deselect: list[str], tests: list[str]) -> None:
     pyproject = root / "pyproject.toml"
     text = re.sub(r"\n\[tool\.mutmut\]\n(?:[^\[].*\n?)*", "\n", pyproject.read_text())
-    pyproject.write_text(text + mutmut_config(paths, deselect))
+    pyproject.write_text(text + mutmut_config(paths, deselect, tests))
 
 
 def failing_baseline(root: Path) -> list[str]:
@@ -184,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     root.mkdir(parents=True, exist_ok=True)
     head = snapshot(root)
     deselect = sorted(set(a.deselect) | set([] if a.no_baseline else failing_baseline(root)))
-    write_config(root, list(modules.values()), deselect)
+    tests = [t.strip() for t in a.tests.split(",") if t.strip()]
+    write_config(root, list(modules.values()), deselect, tests)
     print(f"snapshot {root} ({head}); mutating {', '.join(modules)}; deselected (failing before any "
           f"mutation): {deselect or 'none'}", flush=True)
     t0 = time.monotonic()

@@ -157,6 +157,9 @@ class ServeSpec(Strict):
     dtype: DType | None = None
     extra_args: list[OneLine] = Field(default_factory=list, max_length=256)
     readiness_timeout_s: int | None = Field(default=None, gt=0, le=7 * 86400)
+    # /health poll period (and per-poll timeout) of the engine watchdog and the compose healthcheck;
+    # 3 failed polls in a row restart the engine
+    health_check_interval_s: int | None = Field(default=None, ge=1, le=600)
 
 
 def env_problems(env: dict[str, str]) -> dict[str, str]:

@@ -48,17 +48,6 @@ def escape(value: str) -> str:
     return value.replace("$", "$$")
 
 
-def healthcheck(plan: Plan) -> dict:
-    # python3 is in every vLLM image; curl is not.
-    probe = (f"import urllib.request; urllib.request.urlopen("
-             f"'http://127.0.0.1:{plan.container_port}/health', timeout=5)")
-    return {
-        "test": ["CMD", "python3", "-c", probe],
-        "interval": "10s", "timeout": "10s", "retries": 3,
-        "start_period": f"{plan.readiness_timeout_s}s",
-    }
-
-
 def service_env(plan: Plan) -> dict[str, str]:
     """The container's environment: the plan's env, minus what the device rule keeps unset."""
     env = {k: str(v) for k, v in plan.env.items()}
@@ -101,8 +90,7 @@ def service(plan: Plan, *, env_file: str | None = "model.env", build_context: st
     if publish:
         svc["ports"] = [f"{plan.bind_host}:{plan.port}:{plan.container_port}"]
     svc["volumes"] = [f"{m.source}:{m.target}" + (":ro" if m.read_only else "") for m in plan.mounts]
-    svc.update({"shm_size": plan.shm_size, "healthcheck": healthcheck(plan), "restart": "no",
-                "labels": labels(plan)})
+    svc.update({"shm_size": plan.shm_size, "labels": labels(plan)})
     if plan.secret_env:
         # null = passed through from the operator's environment at `up` time, never written.
         svc.setdefault("environment", {}).update({k: None for k in plan.secret_env})

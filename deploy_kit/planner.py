@@ -29,6 +29,7 @@ from .targets import DEFAULT_TARGET, TargetProfile, load_target
 from .weights.lock import require_pinned_from_env
 
 CONTAINER_MODELS = "/models"
+HEALTH_CHECK_INTERVAL_S = 10  # a busy CPU engine may miss one 10 s poll; 3 misses restart it
 
 
 class PlanMount(BaseModel):
@@ -91,6 +92,8 @@ class Plan(BaseModel):
     served_model_name: str
     multimodal: bool
     readiness_timeout_s: int
+    health_check_interval_s: int = Field(
+        default=HEALTH_CHECK_INTERVAL_S, description="/health poll period and timeout (s); 3 failures restart")
     smoke: list[dict[str, Any]]
     upstream_support: UpstreamSupport | None = None
     warnings: list[str] = Field(default_factory=list)
@@ -318,6 +321,7 @@ def _assemble(d: Draft, mem: MemoryEstimate, vis_note: str, port: int, expose: b
         shm_size=prof.shm_size_tp if tp > 1 else prof.shm_size, memory=mem, weights=weights,
         served_model_name=served, multimodal=card.multimodal,
         readiness_timeout_s=readiness_timeout(card.serve.readiness_timeout_s, card.model.params_b * 2, prof.kind),
+        health_check_interval_s=card.serve.health_check_interval_s or HEALTH_CHECK_INTERVAL_S,
         smoke=_smoke(d), upstream_support=d.support, warnings=d.warnings, notes=d.notes,
         provenance=build_provenance(d, d.env, mounts, device_nodes, argv),
     )

@@ -82,7 +82,7 @@ def parse_env_file(text: str) -> dict[str, str]:
 # The compose contract lives in composefile.py (one project name, one service builder, one label
 # namespace); these names stay importable from here.
 from . import composefile  # noqa: E402
-from .composefile import compose_dict, compose_text, healthcheck  # noqa: E402,F401
+from .composefile import compose_dict, compose_text  # noqa: E402,F401
 from .composefile import service as service_dict  # noqa: E402,F401
 
 

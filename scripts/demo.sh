@@ -8,7 +8,7 @@ PHASES=$(mktemp /tmp/deploykit-demo-phases.XXXXXX)
 trap 'rm -f "$PHASES"' EXIT
 start=$SECONDS
 
-DEPLOYKIT_PHASES_FILE=$PHASES bash scripts/setup.sh
+DEPLOYKIT_PHASES_FILE=$PHASES bash scripts/setup.sh --demo
 t0=$SECONDS
 .venv/bin/deploykit up smollm2-135m-instruct --target cpu "$@"
 echo "up $((SECONDS - t0))" >>"$PHASES"

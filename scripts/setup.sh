@@ -3,13 +3,24 @@
 # system packages (Docker engine, debootstrap, prometheus for the operate tests), the Docker
 # daemon, a virtualenv in .venv with deploykit and all extras (installed with uv), the LiteLLM
 # proxy venv, and the local base image for the cpu target.
-# Usage: bash scripts/setup.sh [--no-docker]
+# Usage: bash scripts/setup.sh [--no-docker] [--demo]
+#   --demo: only what the CPU demo needs (skips the LiteLLM venv that only the front-door tests use)
+# The Docker engine and the base image (network + disk bound) are set up in the background while
+# the Python environment installs (network bound), so a bare machine waits for the longer of the two.
 # DEPLOYKIT_PHASES_FILE=FILE appends "phase seconds" lines (scripts/demo.sh prints them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 want_docker=1
-[ "${1:-}" = "--no-docker" ] && want_docker=0
+want_litellm=1
+EXTRAS=all   # --demo: only the demo's conversion extra (lm-eval, plots and test tools come with the test command)
+for arg in "$@"; do
+  case $arg in
+    --no-docker) want_docker=0 ;;
+    --demo) want_litellm=0; EXTRAS=demo ;;
+    *) echo "usage: bash scripts/setup.sh [--no-docker] [--demo]" >&2; exit 2 ;;
+  esac
+done
 PHASES_FILE=${DEPLOYKIT_PHASES_FILE:-/dev/null}
 # uv's wheel cache (hard-linked into the venvs; the plain-install test installs offline from it).
 export UV_CACHE_DIR=${UV_CACHE_DIR:-$ROOT/.venv/.uv-cache}
@@ -64,15 +75,17 @@ torch_source() {
 }
 EXCLUDES=$ROOT/.venv/.uv-excludes.txt
 venv_packages() {
-  local stamp=.venv/.deploykit-setup sig
+  local stamp=.venv/.deploykit-setup sig have
   sig=$(sha256sum pyproject.toml | cut -c1-16)
-  [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$sig" ] && return 0
-  log "installing deploykit and its extras into .venv (uv; log: .venv/uv.log)"
+  have=$(cat "$stamp" 2>/dev/null || true)
+  # "all" holds every extra; a demo-only venv is topped up by the test command's setup
+  [ "$have" = "$sig all" ] || [ "$have" = "$sig $EXTRAS" ] && return 0
+  log "installing deploykit[$EXTRAS] into .venv (uv; log: .venv/uv.log)"
   printf '%s\n' torchvision torchaudio torchcodec triton >"$EXCLUDES"
   # shellcheck disable=SC2046  # torch_source is two words on purpose
   quiet .venv/uv.log "$UV" pip install --python .venv/bin/python $(torch_source) --excludes "$EXCLUDES" \
-    "torch==2.13.0" -e ".[all]"
-  echo "$sig" >"$stamp"
+    "torch==2.13.0" -e ".[$EXTRAS]"
+  echo "$sig $EXTRAS" >"$stamp"
 }
 
 # 2b. The LiteLLM proxy (the stacks' front door) in its own venv: its pins (huggingface_hub 1.x, rich
@@ -86,13 +99,29 @@ litellm_venv() {
   echo "$LITELLM_SPEC" >.venv-litellm/.spec
 }
 
+# 3. Docker engine and the local base image (no registry is reachable from here), in the background.
+docker_and_base_image() {
+  timed docker bash scripts/setup-docker.sh && timed base-image bash scripts/build-base-image.sh
+}
+
 timed apt apt_packages
+bg_pid=""
+BG_LOG=$(mktemp /tmp/deploykit-setup-docker.XXXXXX)
+if [ "$want_docker" = 1 ]; then
+  log "Docker engine and base image in the background (log: $BG_LOG)"
+  docker_and_base_image >"$BG_LOG" 2>&1 &
+  bg_pid=$!
+fi
 timed uv bootstrap_uv
 timed venv venv_packages
-timed litellm-venv litellm_venv
-# 3. Docker engine and the local base image (no registry is reachable from here).
-if [ "$want_docker" = 1 ]; then
-  timed docker bash scripts/setup-docker.sh
-  timed base-image bash scripts/build-base-image.sh
+[ "$want_litellm" = 1 ] && timed litellm-venv litellm_venv
+if [ -n "$bg_pid" ]; then
+  t0=$SECONDS
+  if ! wait "$bg_pid"; then
+    tail -30 "$BG_LOG" >&2; echo "Docker engine or base image setup failed (full log: $BG_LOG)" >&2; exit 1
+  fi
+  echo "wait-for-docker $((SECONDS - t0))" >>"$PHASES_FILE"
+  sed 's/^/[docker] /' "$BG_LOG"
 fi
+rm -f "$BG_LOG"
 log "ready: $ROOT/.venv/bin/deploykit"

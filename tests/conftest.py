@@ -17,8 +17,11 @@ import shutil
 import socket
 import sys
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import pytest
+
+T = TypeVar("T")
 
 # The e2e fixtures (Docker, the demo deployment) live in their own module; registering it here makes
 # its session fixtures one instance for the whole run instead of one per importing module.
@@ -172,16 +175,44 @@ def uv_bin() -> str | None:
     return str(beside) if beside.exists() else shutil.which("uv")
 
 
+def run_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory shared by every worker of this test run (pytest-xdist runs one process per
+    worker, each with its own basetemp below this one); the basetemp itself without xdist."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def made_once(tmp_path_factory: pytest.TempPathFactory, name: str, make: Callable[[Path], T]) -> T:
+    """``make(dir)`` once per test run, whichever worker asks first; the others wait for it and get
+    the same result (pickled beside the directory). For costly session fixtures (a wheel build and
+    venv) that every worker would otherwise repeat."""
+    import pickle
+
+    from filelock import FileLock
+
+    root = run_root(tmp_path_factory)
+    d, done = root / name, root / f"{name}.result.pickle"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(d, ignore_errors=True)
+            d.mkdir(parents=True)
+            done.write_bytes(pickle.dumps(make(d)))
+    return pickle.loads(done.read_bytes())
+
+
 @pytest.fixture(scope="session")
 def plain_install(tmp_path_factory) -> Path:
     """deploykit's wheel, built from this checkout, installed with no extras into a fresh venv:
     what `pip install deploykit` gives a user. Offline, from the uv cache setup.sh filled (no test
-    reaches a registry); returns the venv's bin directory."""
-    import subprocess
-
+    reaches a registry); returns the venv's bin directory. Made once per run (all workers)."""
     uv, cache = uv_bin(), uv_cache_dir()
     require(uv is not None and cache.is_dir(), f"uv and its cache {cache} (run scripts/setup.sh)")
-    root = tmp_path_factory.mktemp("plain")
+    return made_once(tmp_path_factory, "plain", lambda root: _plain_venv(root, str(uv), cache))
+
+
+def _plain_venv(root: Path, uv: str, cache: Path) -> Path:
+    import subprocess
+
     env = {"PATH": os.environ["PATH"], "HOME": str(root), "UV_CACHE_DIR": str(cache), "UV_OFFLINE": "1",
            "UV_NO_CONFIG": "1", "UV_PYTHON_DOWNLOADS": "never"}
 

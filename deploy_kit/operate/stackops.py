@@ -6,6 +6,7 @@ companions are one more compose project, ``deploykit-stack-<name>-<hash of the s
 deployments and health-checked before `stack up` says "up".
 
     preflight(stack) -> None                      # before any deployment starts: key, ports, images
+    up_all(plans, target, say, *, dry_run=False)  # every deployment side by side, each proven
     start(stack, plans, say, *, dry_run=False, timeout=300.0) -> dict[str, str]   # {service: URL}
     stop(stack_name, say, *, dry_run=False) -> bool
 """
@@ -35,6 +36,28 @@ def project(stack_name: str) -> str:
     from ..paths import state_dir
 
     return project_name(f"stack-{stack_name}", state_dir())
+
+
+def up_all(plans: list, target: str | None, say: Say, *, dry_run: bool = False) -> None:
+    """`up` every deployment of a stack side by side: N models load at once instead of one after
+    another (each `up` still waits for its own readiness and smoke test; builds of a shared image
+    are serialised by runtime.stage). Every deployment is waited for; each failure is said on its
+    own line and the first one is raised, so the front door starts only over a complete stack."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..runtime.deploy import up
+
+    if dry_run or len(plans) < 2:
+        for p in plans:
+            up(p.name, target, plan=p, dry_run=dry_run, say=say)
+        return
+    with ThreadPoolExecutor(max_workers=len(plans), thread_name_prefix="stack-up") as pool:
+        futures = [(p.name, pool.submit(up, p.name, target, plan=p, say=say)) for p in plans]
+    failed = [(name, exc) for name, f in futures if (exc := f.exception()) is not None]
+    for name, exc in failed:
+        say(f"{name}: failed: {exc}")
+    if failed:
+        raise failed[0][1]
 
 
 def enabled(stack: Any) -> list[str]:

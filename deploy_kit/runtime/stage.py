@@ -61,15 +61,30 @@ def ensure_image(plan: Plan, rendered: Path, say: Say, dry_run: bool = False,
     image_id = dockerapi.image_exists(ref)
     built = False
     if image_id is None:
-        say(f"building image {ref} (context {digest[:12]})")
-        t0 = time.monotonic()
-        image_id = dockerapi.build(ctx, ref, context.build_args(),
-                                   on_line=lambda ln: say("  " + ln) if ln.startswith("Step") else None)
-        built = True
-        say(f"built {ref} in {time.monotonic() - t0:.0f} s")
+        with _build_lock(digest):
+            image_id = dockerapi.image_exists(ref)  # a concurrent `up` (a stack's other deployment) built it
+            if image_id is None:
+                say(f"building image {ref} (context {digest[:12]})")
+                t0 = time.monotonic()
+                image_id = dockerapi.build(ctx, ref, context.build_args(),
+                                           on_line=lambda ln: say("  " + ln) if ln.startswith("Step") else None)
+                built = True
+                say(f"built {ref} in {time.monotonic() - t0:.0f} s")
     if plan.image != ref:
         dockerapi.tag(image_id, plan.image)  # a plain `docker compose up` of the render finds it
     return ref, image_id, digest, built
+
+
+def _build_lock(digest: str):
+    """One build per build context at a time, across threads and processes (deployments of a stack
+    start side by side and usually share one image): the second waits, then finds it built."""
+    from filelock import FileLock
+
+    from ..paths import state_dir
+
+    locks = state_dir() / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(locks / f"build-{digest[:16]}.lock"))
 
 
 def pin_compose_image(rendered: Path, ref: str) -> None:

@@ -7,6 +7,7 @@ runs alone; a failed start keeps its evidence (the container's log) and holds no
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -41,6 +42,31 @@ class _Clock:
     def lap(self, key: str, t0: float) -> float:
         self.timings[key] = round(time.monotonic() - t0, 2)
         return time.monotonic()
+
+
+class _Background:
+    """One call on a daemon thread: `up` fetches the weights while the image builds (a multi-GB
+    download and a minutes-long build overlap instead of adding up). Daemon, so a failure of the
+    foreground work exits at once; an interrupted pull resumes next time (weights.lock, .partial)."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self._fn, self.seconds = fn, 0.0
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="deploykit-weights", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        t0 = time.monotonic()
+        try:
+            self._fn()
+        except BaseException as exc:  # handed to the caller's thread by result()
+            self._error = exc
+        self.seconds = round(time.monotonic() - t0, 2)
+
+    def result(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 # ---------------------------------------------------------------- preflight
@@ -243,6 +269,19 @@ def describe(plan: Plan, say: Say, timeout: float | None = None) -> UpResult:
                     False, True)
 
 
+def _stage_with_weights(plan: Plan, say: Say, clock: _Clock) -> Staged:
+    """Weights (background) and render + image (foreground) at once; a weights failure is raised
+    after the build, a build failure at once. Timings: each part's own seconds, and both together."""
+    t0 = time.monotonic()
+    weights = _Background(lambda: ensure_weights(plan, say))
+    staged = stage(plan, say)
+    clock.timings["stage"] = round(time.monotonic() - t0, 2)
+    weights.result()
+    clock.timings["weights"] = weights.seconds
+    clock.timings["weights_and_stage"] = round(time.monotonic() - t0, 2)
+    return staged
+
+
 def up(name: str, target: str | None = None, *, tp: int | None = None, devices: list[int] | None = None,
        port: int | None = None, sets: list[str] | None = None, force_devices: bool = False,
        release: str | None = None, strict: bool = False, dry_run: bool = False, timeout: float | None = None,
@@ -261,10 +300,7 @@ def up(name: str, target: str | None = None, *, tp: int | None = None, devices: 
         if reasons:
             raise Infeasible(f"preflight failed for {plan.name}", reasons=reasons)
     t0 = clock.lap("preflight", t0)
-    ensure_weights(plan, say)
-    t0 = clock.lap("weights", t0)
-    staged = stage(plan, say)
-    clock.lap("stage", t0)
+    staged = _stage_with_weights(plan, say, clock)
     old = unchanged(plan, staged, say)
     if old is not None:
         shutil.rmtree(staged.rendered, ignore_errors=True)
