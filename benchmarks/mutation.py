@@ -64,6 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="comma-separated test paths mutmut selects from (default: the whole unit tier); a "
                          "subset is a stricter measure (fewer tests can notice a mutant) and a faster run")
     ap.add_argument("--deselect", action="append", default=[], help="a unit test node id to leave out (repeatable)")
+    ap.add_argument("--merge", action="store_true",
+                    help="only write the overview summary.md under --out from the runs kept in its subdirectories")
     ap.add_argument("--no-baseline", action="store_true",
                     help="skip the unmutated unit run that finds already failing tests to deselect")
     return ap.parse_args(argv)
@@ -176,8 +178,44 @@ def write_report(out: Path, table: dict, head: str, cmd: str, seconds: float, de
     (out / "summary.md").write_text("\n".join(lines) + "\n")
 
 
+def merge(out: Path) -> int:
+    """The overview: per core module, the newest complete run (no mutant left unchecked) among the
+    runs kept under ``out`` (each run's own directory holds its raw results and survivors)."""
+    best: dict[str, tuple[float, str, dict, dict]] = {}
+    for f in sorted(out.glob("*/summary.json")):
+        run = json.loads(f.read_text())
+        when = f.stat().st_mtime
+        for mod, row in run["modules"].items():
+            if row["mutants"] and not row["not_checked"] and (mod not in best or when > best[mod][0]):
+                best[mod] = (when, f.parent.name, row, run)
+    lines = ["# Mutation score of deploykit's core modules (mutmut, unit tier)", "",
+             "Per module, the newest complete run (every mutant checked); its directory holds mutmut's raw "
+             "per-mutant results (`results.txt`), every survivor's diff (`survivors.diff`) and the command.", "",
+             "| module | mutants | killed | survived | no tests | score | run (raw data) | commit |",
+             "|---|---|---|---|---|---|---|---|"]
+    total = killed = 0
+    for mod in CORE:
+        if mod not in best:
+            lines.append(f"| {mod} | - | - | - | - | not measured | - | - |")
+            continue
+        _, run_dir, r, run = best[mod]
+        total, killed = total + r["mutants"], killed + r["killed"]
+        lines.append(f"| {mod} | {r['mutants']} | {r['killed']} | {r['survived']} | {r['no_tests']} | "
+                     f"{r['score']:.0%} | [{run_dir}]({run_dir}/) | `{run['commit'][:12]}` |")
+    lines += [f"| **all** | {total} | {killed} | | | **{killed / total:.0%}** | | |" if total else "", "",
+              "A mutant counts as killed when a test fails on it, or it times out; `no tests` and `survived` "
+              "count against the score. Reproduce: `python benchmarks/mutation.py --modules NAME --tests ...` "
+              "(each run's summary.md has its exact command), then `python benchmarks/mutation.py --merge`."]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    print((out / "summary.md").read_text())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
+    if a.merge:
+        return merge(a.out)
     wanted = [m.strip() for m in a.modules.split(",") if m.strip()]
     unknown = [m for m in wanted if m not in CORE]
     if unknown:

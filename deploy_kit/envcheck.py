@@ -7,6 +7,7 @@ Values are checked where a wrong value is known to crash or silently misbehave o
 from __future__ import annotations
 
 import re
+from functools import partial
 from typing import Callable
 
 # Secrets never go into rendered files; they are passed from the operator's environment.
@@ -16,8 +17,8 @@ SECRET_NAMES = {"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "MODELSCOPE_API_TOKEN", "V
 # torch_npu's PYTORCH_NPU_ALLOC_CONF options, as its environment-variable reference documents them
 # (https://gitcode.com/Ascend/pytorch/blob/v2.7.1-26.0.0/docs/zh/environment_variable_reference/PYTORCH_NPU_ALLOC_CONF.md):
 # each option maps to a check of its value that returns a problem or None.
-def _int_above(low: int) -> Callable[[str], str | None]:
-    return lambda v: None if v.isdigit() and int(v) > low else f"must be an integer > {low} (got '{v}')"
+def _int_above(low: int, v: str) -> str | None:
+    return None if v.isdigit() and int(v) > low else f"must be an integer > {low} (got '{v}')"
 
 
 def _fraction(v: str) -> str | None:
@@ -41,12 +42,12 @@ def _page_size(v: str) -> str | None:
 
 
 NPU_ALLOC_OPTIONS: dict[str, Callable[[str], str | None]] = {
-    "max_split_size_mb": _int_above(20),
+    "max_split_size_mb": partial(_int_above, 20),
     "garbage_collection_threshold": _fraction,
     "expandable_segments": _bool_word,
     "base_addr_aligned_kb": _aligned_kb,
     "page_size": _page_size,
-    "segment_size_mb": _int_above(0),
+    "segment_size_mb": partial(_int_above, 0),
 }
 # "max_split_size_mb and garbage_collection_threshold ... expandable_segments must be False" (same page).
 _NOT_WITH_EXPANDABLE = ("max_split_size_mb", "garbage_collection_threshold")

@@ -107,8 +107,18 @@ def tier_of(item: pytest.Item) -> list[str]:
     return [m.name for m in item.iter_markers() if m.name in TIERS]
 
 
+# Serial seconds of the longest test files (quiet 2-core host, docs/measurements/first_run.md). With
+# pytest-xdist's file scheduler and --no-loadscope-reorder (scripts/test.sh), files are handed out in
+# collection order: the long e2e files start first, on different workers, and the many short files
+# fill the gaps (xdist's default order, most tests first, left them to the end on one worker).
+LONGEST_FILES = {"test_operate_e2e.py": 190, "test_verify_e2e.py": 150, "test_bundle_e2e.py": 140,
+                 "test_stack_e2e.py": 105, "test_e2e_docker.py": 95, "test_eval.py": 20, "test_runtime_gguf.py": 35}
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Each test gets its tier's timeout unless it sets its own."""
+    """Longest files first (a stable sort: pytest-randomly's shuffled order stays otherwise); each
+    test gets its tier's timeout unless it sets its own."""
+    items.sort(key=lambda item: -LONGEST_FILES.get(item.path.name, 0))
     for item in items:
         tiers = tier_of(item)
         if len(tiers) == 1 and item.get_closest_marker("timeout") is None:

@@ -103,9 +103,8 @@ def test_bundle_verify_corrupt_load_and_up_offline(airgap):
         head = json.loads(tf.extractfile("bundle.json").read())
     assert head["images"][0]["ref"] == ref and head["cards"][CARD]
 
-    res = run_cli("load", str(out), "--verify-only", env=src)
-    assert res.returncode == 0 and "every checksum matches" in res.stdout, res.stderr[-2000:]
-
+    # (the success path of --verify-only is tested on a small bundle in test_bundle.py; reading this
+    # 3 GB bundle once more costs ~10 s, and `load` below verifies every byte before it loads)
     member = f"weights/{CARD}/model.safetensors"
     flip_byte(out, member)
     res = run_cli("load", str(out), "--verify-only", env=src)

@@ -76,7 +76,7 @@ def test_lm_eval_args_local_completions():
 def test_transformers_reference_against_itself(demo_weights):
     """Real tier without a vLLM server: transformers on both sides must agree exactly.
     The comparison against the real vLLM demo deployment (run_equivalence via `deploykit eval
-    ... --reference hf`) is tests/test_verify_e2e.py::test_eval_vs_transformers."""
+    ... --reference hf`) is tests/test_verify_e2e.py::test_eval_by_card_name_and_report."""
     try:
         import torch  # noqa: F401
         import transformers  # noqa: F401
