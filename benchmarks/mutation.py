@@ -167,7 +167,7 @@ def write_report(out: Path, table: dict, head: str, cmd: str, seconds: float, de
              "| module | mutants | killed | survived | no tests | not checked (time) | score |",
              "|---|---|---|---|---|---|---|"]
     for mod, r in table.items():
-        pct = f"{r['score']:.0%}" if r["score"] is not None else "-"
+        pct = f"{r['killed'] / r['mutants']:.0%}" if r["mutants"] else "-"  # not the pre-rounded score
         lines.append(f"| {mod} | {r['mutants']} | {r['killed']} | {r['survived']} | {r['no_tests']} "
                      f"| {r['not_checked']} | {pct} |")
     total = f"{allk / alln:.0%}" if alln else "-"
@@ -201,7 +201,7 @@ def merge(out: Path) -> int:
         _, run_dir, r, run = best[mod]
         total, killed = total + r["mutants"], killed + r["killed"]
         lines.append(f"| {mod} | {r['mutants']} | {r['killed']} | {r['survived']} | {r['no_tests']} | "
-                     f"{r['score']:.0%} | [{run_dir}]({run_dir}/) | `{run['commit'][:12]}` |")
+                     f"{r['killed'] / r['mutants']:.0%} | [{run_dir}]({run_dir}/) | `{run['commit'][:12]}` |")
     lines += [f"| **all** | {total} | {killed} | | | **{killed / total:.0%}** | | |" if total else "", "",
               "A mutant counts as killed when a test fails on it, or it times out; `no tests` and `survived` "
               "count against the score. Reproduce: `python benchmarks/mutation.py --modules NAME --tests ...` "

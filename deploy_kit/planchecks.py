@@ -344,7 +344,7 @@ def choose_port(d: Draft, asked: int | None, busy_ports: dict[int, str],
     if asked is not None:
         d.suggestions.append("pick another --port")
         return port, [f"port {port} is taken by {holder}"]
-    for candidate in range(port + 1, min(port + 100, 65535)):
+    for candidate in range(port + 1, min(port + 100, 65536)):  # 65535 is a port too
         if _port_holder(candidate, busy_ports, probe) is None:
             d.notes.append(f"port {port} is taken by {holder}; using {candidate} (--port to choose)")
             return candidate, []
