@@ -200,3 +200,131 @@ def test_unknown_catalog_name_suggests_the_closest():
     assert err.message == "no card named 'smollm2-135m-instrukt' in the catalog"
     assert err.hint == "did you mean 'smollm2-135m-instruct'?"
     assert _bad(cardload.card_path, "zzzz").hint == "see `deploykit list`"
+
+
+# ------------------------------------------------------------------ pydantic errors as lines, in-process
+
+DEMO = (cardload.data_dir("models") / "smollm2-135m-instruct.yaml").read_text()
+
+
+def _card_errors(tmp_path, text: str) -> CardErrors:
+    f = tmp_path / "c.yaml"
+    f.write_text(text)
+    with pytest.raises(CardErrors) as exc:
+        cardload.load_card(str(f))
+    return exc.value
+
+
+def _rows(errs: CardErrors) -> list[tuple]:
+    return [(e.message, e.line, e.field, e.hint) for e in errs.errors]
+
+
+def test_a_misspelt_key_is_primary_with_did_you_mean_and_the_missing_one_beside_it(tmp_path):
+    errs = _card_errors(tmp_path, DEMO.replace("  context_length: 8192", "  context_lenght: 8192"))
+    assert _rows(errs) == [("required field is missing", 5, "model.context_length", None),
+                           ("unknown key 'context_lenght'", 13, "model.context_lenght",
+                            "did you mean 'context_length'?")]
+    assert errs.primary is errs.errors[1] and errs.message == "unknown key 'context_lenght'"
+    assert errs.file == str(tmp_path / "c.yaml") and errs.line == 13
+
+
+def test_an_unknown_key_far_from_any_lists_what_is_allowed(tmp_path):
+    errs = _card_errors(tmp_path, DEMO + "bogus: 1\n")
+    assert _rows(errs) == [("unknown key 'bogus'", 49, "bogus",
+                            "allowed: name, description, model, serve, env, targets, smoke, eval, sources")]
+
+
+def test_type_errors_quote_the_value_and_sort_by_line(tmp_path):
+    errs = _card_errors(tmp_path, DEMO.replace("context_length: 8192", "context_length: -1")
+                        .replace("params_b: 0.135", "params_b: x"))
+    assert _rows(errs) == [
+        ("Input should be a valid number, unable to parse string as a number (got 'x')", 11, "model.params_b", None),
+        ("Input should be greater than 0 (got -1)", 13, "model.context_length", None)]
+    assert errs.primary is errs.errors[0]
+
+
+def test_a_validator_rule_names_the_field_it_is_about(tmp_path):
+    errs = _card_errors(tmp_path, DEMO.replace("num_kv_heads: 3", "num_kv_heads: 4"))
+    assert _rows(errs) == [("num_attention_heads (9) must be a multiple of num_kv_heads (4)", 20,
+                            "model.config.num_kv_heads", None)]
+
+
+def test_a_catalog_card_must_carry_its_file_name(tmp_path, monkeypatch):
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "other-name.yaml").write_text(DEMO)
+    monkeypatch.setattr(cardload, "data_dir", lambda kind: tmp_path / kind)
+    err = _bad(cardload.load_card, "other-name")
+    assert (err.message, err.line, err.field) == (
+        "card name 'smollm2-135m-instruct' differs from its file name 'other-name'", 3, "name")
+
+
+# ------------------------------------------------------------------ resolve: layering and attribution
+
+def test_layering_builtin_target_card_override_set():
+    lc = cardload.load_card("smollm2-135m-instruct")
+    r = cardload.resolve(lc, "cpu", {"max_num_seqs": 8, "gpu_memory_utilization": 0.8}, {"A": "1"},
+                         ["serve.max_model_len=1024", "env.B=2"])
+    s = r.card.serve
+    # builtin tp 1 < target (utilisation 0.8) < card (max_num_seqs 16) < cpu override (float32, eager) < --set
+    assert (s.tensor_parallel_size, s.gpu_memory_utilization, s.max_num_seqs, s.dtype, s.enforce_eager,
+            s.max_model_len) == (1, 0.8, 16, "float32", True, 1024)
+    assert r.card.env == {"A": "1", "VLLM_CPU_KVCACHE_SPACE": "2", "B": "2"}
+    assert (r.target, r.set_keys, r.override_unsupported) == ("cpu", ["serve.max_model_len", "env.B"], None)
+    other = cardload.resolve(lc, "cuda", {}, {}, ["serve.tensor_parallel_size=null"])
+    assert (other.card.serve.dtype, other.card.serve.enforce_eager, other.card.serve.tensor_parallel_size) == \
+        (None, False, 1)  # null means "the default"; the cpu override does not apply to cuda
+    assert "targets" not in lc.raw or lc.raw["targets"]["cpu"]  # the loaded card is not consumed
+
+
+def test_a_bad_set_value_is_blamed_on_set():
+    lc = cardload.load_card("smollm2-135m-instruct")
+    err = _bad(cardload.resolve, lc, "cpu", {}, {}, ["serve.max_model_len=-3"])
+    assert (err.message, err.file, err.line, err.field) == ("Input should be greater than 0 (got -3)", "--set", None,
+                                                            "serve.max_model_len")
+    err = _bad(cardload.resolve, lc, "cpu", {}, {}, ["targets.cpu.serve.dtype=float16"])
+    assert (err.message, err.file, err.field) == ("--set applies to the resolved card; set serve.* or env.* directly",
+                                                  "--set", "targets.cpu.serve.dtype")
+
+
+def test_an_override_that_breaks_a_rule_is_blamed_on_its_own_line(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text(DEMO.replace("readiness_timeout_s: 600}", "readiness_timeout_s: 600, max_model_len: 9000}"))
+    err = _bad(cardload.resolve, cardload.load_card(str(f)), "cpu", {}, {})
+    assert (err.message, err.file, err.line, err.field) == ("9000 exceeds model.context_length (8192)", str(f), 32,
+                                                            "targets.cpu.serve.max_model_len")
+
+
+def test_unsupported_comes_from_the_targets_override(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text(DEMO.replace('    env: {VLLM_CPU_KVCACHE_SPACE: "2"}',
+                              '    env: {VLLM_CPU_KVCACHE_SPACE: "2"}\n  cuda:\n    unsupported: no GPU build here'))
+    lc = cardload.load_card(str(f))
+    assert cardload.resolve(lc, "cuda", {}, {}).override_unsupported == "no GPU build here"
+    assert cardload.resolve(lc, "cpu", {}, {}).override_unsupported is None
+
+
+def test_field_line_prefers_the_target_override():
+    lc = cardload.load_card("smollm2-135m-instruct")
+    path = str(lc.path)
+    assert cardload.field_line(lc, "serve.dtype", "cpu") == (path, 32)
+    assert cardload.field_line(lc, "serve.dtype") == (path, 23)
+    assert cardload.field_line(lc, "model.id", "cpu") == (path, 6)
+
+
+def test_card_digest_is_16_hex_of_the_raw_card_and_order_free(tmp_path):
+    lc = cardload.load_card("smollm2-135m-instruct")
+    d = lc.digest()
+    assert len(d) == 16 and int(d, 16) >= 0
+    f = tmp_path / "c.yaml"
+    moved = DEMO.replace("  trust_remote_code: false\n", "").replace("  architecture:", "  trust_remote_code: false\n"
+                                                                      "  architecture:")
+    f.write_text(moved)
+    assert cardload.load_card(str(f)).digest() == d          # key order does not matter
+    f.write_text(DEMO.replace("max_num_seqs: 16", "max_num_seqs: 15"))
+    assert cardload.load_card(str(f)).digest() != d
+
+
+def test_yaml_error_message_and_line():
+    err = cardload._yaml_error(ValueError("first line\nsecond"), "f.yaml")
+    assert (err.message, err.file, err.line) == ("not valid YAML: first line", "f.yaml", None)
