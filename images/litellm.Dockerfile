@@ -6,17 +6,23 @@
 ARG BASE_IMAGE=deploykit/base:bookworm
 
 FROM ${BASE_IMAGE} AS builder
+LABEL org.deploykit.stage="builder"
 ARG PIP_INDEX_URL
 ARG PIP_EXTRA_INDEX_URL
 ARG PIP_TRUSTED_HOST
 COPY ca.crt /build/ca.crt
-RUN python3 -m venv /opt/litellm \
- && export PIP_CERT=/build/ca.crt PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
- && if [ ! -s /build/ca.crt ]; then unset PIP_CERT; fi \
- && if [ -z "${PIP_INDEX_URL:-}" ]; then unset PIP_INDEX_URL; fi \
- && if [ -z "${PIP_EXTRA_INDEX_URL:-}" ]; then unset PIP_EXTRA_INDEX_URL; fi \
- && if [ -z "${PIP_TRUSTED_HOST:-}" ]; then unset PIP_TRUSTED_HOST; fi \
- && /opt/litellm/bin/pip install "litellm[proxy]==1.106.2" \
+# uv (PyPI) as in the cpu image: resolves and installs several times faster than pip; the private
+# index settings are handed to it the same way. UV_COMPILE_BYTECODE: the .pyc are in the image, as
+# pip writes them (the proxy's start imports them).
+RUN python3 -m venv /opt/uv /opt/litellm \
+ && export PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 UV_NO_CACHE=1 UV_LINK_MODE=copy UV_HTTP_TIMEOUT=180 \
+    UV_COMPILE_BYTECODE=1 \
+ && if [ -s /build/ca.crt ]; then export PIP_CERT=/build/ca.crt SSL_CERT_FILE=/build/ca.crt; fi \
+ && if [ -n "${PIP_INDEX_URL:-}" ]; then export UV_DEFAULT_INDEX="$PIP_INDEX_URL"; else unset PIP_INDEX_URL; fi \
+ && if [ -n "${PIP_EXTRA_INDEX_URL:-}" ]; then export UV_INDEX="$PIP_EXTRA_INDEX_URL"; else unset PIP_EXTRA_INDEX_URL; fi \
+ && if [ -n "${PIP_TRUSTED_HOST:-}" ]; then export UV_INSECURE_HOST="$PIP_TRUSTED_HOST"; else unset PIP_TRUSTED_HOST; fi \
+ && /opt/uv/bin/pip install -q "uv==0.13.9" \
+ && /opt/uv/bin/uv pip install --python /opt/litellm/bin/python "litellm[proxy]==1.106.2" \
  && /opt/litellm/bin/litellm --version
 
 FROM ${BASE_IMAGE}

@@ -107,12 +107,39 @@ def tier_of(item: pytest.Item) -> list[str]:
     return [m.name for m in item.iter_markers() if m.name in TIERS]
 
 
-# Serial seconds of the longest test files (quiet 2-core host, docs/measurements/first_run.md). With
-# pytest-xdist's file scheduler and --no-loadscope-reorder (scripts/test.sh), files are handed out in
-# collection order: the long e2e files start first, on different workers, and the many short files
-# fill the gaps (xdist's default order, most tests first, left them to the end on one worker).
-LONGEST_FILES = {"test_operate_e2e.py": 190, "test_verify_e2e.py": 150, "test_bundle_e2e.py": 140,
-                 "test_stack_e2e.py": 105, "test_e2e_docker.py": 95, "test_eval.py": 20, "test_runtime_gguf.py": 35}
+# Seconds of the longest test files (2 xdist workers beside the README demo, 2-core host, 2026-12-03,
+# docs/measurements/first_run.md). With pytest-xdist's file scheduler and --no-loadscope-reorder
+# (scripts/test.sh), scopes are handed out in collection order: the demo scope (DEMO_FILES below,
+# ~440 s together) starts first on one worker, the other long e2e files on the other, and the many
+# short files fill the gaps (xdist's default order, most tests first, left them to the end).
+LONGEST_FILES = {"test_operate_e2e.py": 225, "test_verify_e2e.py": 150, "test_stack_e2e.py": 150,
+                 "test_bundle_e2e.py": 140, "test_e2e_docker.py": 75, "test_eval.py": 25, "test_runtime_gguf.py": 16}
+
+
+# The files whose tests use the session's demo deployment (conftest_e2e.demo). One xdist scope for
+# all three: one worker runs them and the run starts one demo, not one per worker (a vLLM start is
+# ~30-70 s of the 2 shared cores). Their destructive tests leave the demo healthy for the rest.
+DEMO_FILES = frozenset({"test_e2e_docker.py", "test_operate_e2e.py", "test_verify_e2e.py"})
+DEMO_SCOPE = "demo-deployment"
+
+
+def demo_aware_scope(file_scope: str) -> str:
+    """xdist scope of a test: its file, except that the DEMO_FILES share one."""
+    return DEMO_SCOPE if Path(file_scope).name in DEMO_FILES else file_scope
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """--dist loadfile (scripts/test.sh), with the DEMO_FILES as one scope."""
+    if config.getoption("dist", None) != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class DemoAwareFileScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return demo_aware_scope(super()._split_scope(nodeid))
+
+    return DemoAwareFileScheduling(config, log)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

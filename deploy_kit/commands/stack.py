@@ -90,8 +90,7 @@ def stack_up(path: Path = typer.Argument(...), dry_run: DryRunOpt = False, sets:
     st, plans = _load_and_plan(path, True, sets, observability)
     if not dry_run:
         stackops.preflight(st)  # key, ports, images: refused before any deployment starts
-    stackops.up_all(plans, st.host.target, say, dry_run=dry_run)
-    for name, url in stackops.start(st, plans, say, dry_run=dry_run).items():
+    for name, url in stackops.up(st, plans, say, dry_run=dry_run).items():
         say(f"{name}: {url}")
     say(f"stack {st.name}: {len(plans)} deployment(s) " + ("would be up" if dry_run else "up"))
 

@@ -6,8 +6,9 @@ companions are one more compose project, ``deploykit-stack-<name>-<hash of the s
 deployments and health-checked before `stack up` says "up".
 
     preflight(stack) -> None                      # before any deployment starts: key, ports, images
+    up(stack, plans, say, *, dry_run=False) -> dict[str, str]   # up_all + front door build, then start
     up_all(plans, target, say, *, dry_run=False)  # every deployment side by side, each proven
-    start(stack, plans, say, *, dry_run=False, timeout=300.0) -> dict[str, str]   # {service: URL}
+    start(stack, plans, say, *, dry_run=False, timeout=300.0, image=None) -> dict[str, str]   # {service: URL}
     stop(stack_name, say, *, dry_run=False) -> bool
 """
 
@@ -58,6 +59,25 @@ def up_all(plans: list, target: str | None, say: Say, *, dry_run: bool = False) 
         say(f"{name}: failed: {exc}")
     if failed:
         raise failed[0][1]
+
+
+def up(stack: Any, plans: list, say: Say, *, dry_run: bool = False) -> dict[str, str]:
+    """`stack up` after its preflight: every deployment (up_all) while the front door image builds,
+    then the companions over the complete stack; their URLs. The build (about a minute from PyPI
+    on a first run, mostly download and install) overlaps the vLLM starts (mostly single-threaded
+    imports) instead of following them. A failed deployment still waits for a build in progress (a
+    Docker build cannot be cancelled from here); its image is then cached for the next try."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    target = stack.host.target
+    if dry_run or "front-door" not in enabled(stack) or stack.front_door.image:
+        up_all(plans, target, say, dry_run=dry_run)
+        return start(stack, plans, say, dry_run=dry_run)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="front-door-image") as pool:
+        build = pool.submit(frontdoor.ensure_image, stack_dir(stack.name) / "front-door-context", say)
+        up_all(plans, target, say)
+        image = build.result()
+    return start(stack, plans, say, image=image)
 
 
 def enabled(stack: Any) -> list[str]:
@@ -157,22 +177,24 @@ def _dry_run_image() -> str:
         shutil.rmtree(ctx, ignore_errors=True)
 
 
-def start(stack: Any, plans: list, say: Say, *, dry_run: bool = False, timeout: float = 300.0) -> dict[str, str]:
-    """Render, build (front door image) and start the companions; wait until each answers."""
+def start(stack: Any, plans: list, say: Say, *, dry_run: bool = False, timeout: float = 300.0,
+          image: str | None = None) -> dict[str, str]:
+    """Render, build (front door image, unless `image` is the one already built) and start the
+    companions; wait until each answers."""
     from ..runtime import compose
 
     wanted = enabled(stack)
     if not wanted:
         return {}
     out = stack_dir(stack.name)
-    image = ""
+    image = image or ""
     if dry_run:
         if "front-door" in wanted:
             image = stack.front_door.image or _dry_run_image()
         say(f"would start {', '.join(wanted)} (compose project {project(stack.name)}, host network"
             + (f", image {image}" if image else "") + ")")
         return urls(stack)
-    if "front-door" in wanted:
+    if "front-door" in wanted and not image:
         image = stack.front_door.image or frontdoor.ensure_image(out / "front-door-context", say)
     f = render(stack, plans, out, image)
     compose.run_compose(project(stack.name), f, "up", "-d", "--remove-orphans", timeout=timeout)
