@@ -80,8 +80,8 @@ def test_image_keeps_build_material_out(demo):
         assert bad not in env
     probe = subprocess.run(["docker", "run", "--rm", "--entrypoint", "sh", rec["image"], "-c",
                             "test ! -e /build && python -c 'import torch; print(torch.__version__)'"
-                            # bytecode compiled at build time (UV_COMPILE_BYTECODE), not on each
-                            # container's first start: a module only the engine worker imports
+                            # vLLM's bytecode compiled at build time (compileall of vllm/), not on
+                            # each container's first start: a module only the engine worker imports
                             " && ls /opt/venv/lib/python3*/site-packages/vllm/v1/worker/__pycache__/cpu_worker.*.pyc"],
                            capture_output=True, text=True, timeout=300)
     assert probe.returncode == 0 and "+cpu" in probe.stdout, probe.stderr[-1000:]

@@ -154,7 +154,7 @@ def test_a_given_front_door_image_is_not_built(monkeypatch):
     seen: list = []
     monkeypatch.setattr("deploy_kit.runtime.deploy.up", lambda *a, **k: None)
     monkeypatch.setattr(stackops.frontdoor, "ensure_image", lambda *a: seen.append("built"))
-    monkeypatch.setattr(stackops, "start", lambda stack, plans, say, *, dry_run=False, image=None:
+    monkeypatch.setattr(stackops, "start", lambda stack, plans, say, *, dry_run=False, image="":
                         seen.append(("start", image)) or {})
     stackops.up(_stack(image="registry.local/litellm:1"), _plans("a", "b"), lambda s: None)
-    assert seen == [("start", None)]
+    assert seen == [("start", "registry.local/litellm:1")]

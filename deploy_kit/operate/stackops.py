@@ -8,7 +8,7 @@ deployments and health-checked before `stack up` says "up".
     preflight(stack) -> None                      # before any deployment starts: key, ports, images
     up(stack, plans, say, *, dry_run=False) -> dict[str, str]   # up_all + front door build, then start
     up_all(plans, target, say, *, dry_run=False)  # every deployment side by side, each proven
-    start(stack, plans, say, *, dry_run=False, timeout=300.0, image=None) -> dict[str, str]   # {service: URL}
+    start(stack, plans, say, *, image, dry_run=False, timeout=300.0) -> dict[str, str]   # {service: URL}
     stop(stack_name, say, *, dry_run=False) -> bool
 """
 
@@ -70,9 +70,10 @@ def up(stack: Any, plans: list, say: Say, *, dry_run: bool = False) -> dict[str,
     from concurrent.futures import ThreadPoolExecutor
 
     target = stack.host.target
-    if dry_run or "front-door" not in enabled(stack) or stack.front_door.image:
+    door = "front-door" in enabled(stack)
+    if dry_run or not door or stack.front_door.image:
         up_all(plans, target, say, dry_run=dry_run)
-        return start(stack, plans, say, dry_run=dry_run)
+        return start(stack, plans, say, dry_run=dry_run, image=(stack.front_door.image or "") if door else "")
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="front-door-image") as pool:
         build = pool.submit(frontdoor.ensure_image, stack_dir(stack.name) / "front-door-context", say)
         up_all(plans, target, say)
@@ -177,25 +178,22 @@ def _dry_run_image() -> str:
         shutil.rmtree(ctx, ignore_errors=True)
 
 
-def start(stack: Any, plans: list, say: Say, *, dry_run: bool = False, timeout: float = 300.0,
-          image: str | None = None) -> dict[str, str]:
-    """Render, build (front door image, unless `image` is the one already built) and start the
-    companions; wait until each answers."""
+def start(stack: Any, plans: list, say: Say, *, image: str, dry_run: bool = False,
+          timeout: float = 300.0) -> dict[str, str]:
+    """Render and start the companions, the front door from `image` (up() names or builds it; in a
+    dry run, empty means "the tag it would build"); wait until each answers."""
     from ..runtime import compose
 
     wanted = enabled(stack)
     if not wanted:
         return {}
     out = stack_dir(stack.name)
-    image = image or ""
     if dry_run:
         if "front-door" in wanted:
-            image = stack.front_door.image or _dry_run_image()
+            image = image or _dry_run_image()
         say(f"would start {', '.join(wanted)} (compose project {project(stack.name)}, host network"
             + (f", image {image}" if image else "") + ")")
         return urls(stack)
-    if "front-door" in wanted and not image:
-        image = stack.front_door.image or frontdoor.ensure_image(out / "front-door-context", say)
     f = render(stack, plans, out, image)
     compose.run_compose(project(stack.name), f, "up", "-d", "--remove-orphans", timeout=timeout)
 
