@@ -48,6 +48,12 @@ def _env():
     return env
 
 
+def render_template(name: str, **values: object) -> str:
+    """A template of templates/ or images/ that is not a Plan's (the front door's Dockerfile),
+    through the same sandboxed environment."""
+    return str(_env().get_template(name).render(**values))
+
+
 # ------------------------------------------------------------------ model.env
 
 def env_file_text(env: dict[str, str]) -> str:

@@ -104,7 +104,7 @@ def test_front_door_image_installs_with_uv_and_keeps_build_material_out():
     label that the post-build prune removes."""
     from deploy_kit.operate.frontdoor import LITELLM_VERSION, dockerfile
 
-    builder, final = dockerfile().read_text().rsplit("\nFROM ", 1)
+    builder, final = dockerfile().rsplit("\nFROM ", 1)
     assert f'/opt/uv/bin/uv pip install --python /opt/litellm/bin/python "litellm[proxy]=={LITELLM_VERSION}"' \
         in builder
     assert 'LABEL org.deploykit.stage="builder"' in builder

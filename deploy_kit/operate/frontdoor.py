@@ -27,10 +27,11 @@ KEY_VAR = "LITELLM_MASTER_KEY"
 MASTER_KEY_REF = "${LITELLM_MASTER_KEY:?export LITELLM_MASTER_KEY=sk-<secret> for the front door}"
 
 
-def dockerfile() -> Path:
-    from ..paths import data_dir
+def dockerfile(base_image: str = BASE_IMAGE) -> str:
+    """The proxy's Dockerfile (images/litellm.Dockerfile.j2) on `base_image`."""
+    from ..render import render_template
 
-    return data_dir("images") / "litellm.Dockerfile"
+    return render_template("litellm.Dockerfile.j2", base_image=base_image, litellm_version=LITELLM_VERSION)
 
 
 def litellm_config(routes: list[tuple[str, str]]) -> dict:
@@ -90,8 +91,7 @@ def prepare_context(ctx: Path, base_image: str) -> Path:
     from ..runtime.context import ca_bundle
 
     ctx.mkdir(parents=True, exist_ok=True)
-    text = dockerfile().read_text().replace(f"ARG BASE_IMAGE={BASE_IMAGE}", f"ARG BASE_IMAGE={base_image}")
-    (ctx / "Dockerfile").write_text(text)
+    (ctx / "Dockerfile").write_text(dockerfile(base_image))
     ca = ca_bundle()
     if ca is not None:
         shutil.copyfile(ca, ctx / "ca.crt")

@@ -35,7 +35,7 @@ class FrontDoor(_Strict):
     """LiteLLM proxy routing by model name; `stack up` builds its image locally from PyPI."""
     enabled: bool = True
     port: int = Field(4000, ge=1, le=65535)
-    image: str | None = None   # None: deploykit/litellm built from images/litellm.Dockerfile
+    image: str | None = None   # None: deploykit/litellm built from images/litellm.Dockerfile.j2
 
 
 class Observability(_Strict):
