@@ -111,3 +111,12 @@ def test_front_door_image_installs_with_uv_and_keeps_build_material_out():
     assert final.startswith("${BASE_IMAGE}\nCOPY --from=builder /opt/litellm /opt/litellm\n")
     for secret in ("ca.crt", "PIP_", "UV_", "PROXY", "org.deploykit.stage"):
         assert secret not in final, secret
+
+
+def test_setup_installs_the_litellm_the_front_door_image_pins():
+    """scripts/setup.sh's LiteLLM venv (the integration tests' local proxy) and the front door image
+    install the same version: the tests prove the proxy deploykit ships."""
+    from deploy_kit.operate.frontdoor import LITELLM_VERSION
+
+    setup = (REPO / "scripts" / "setup.sh").read_text()
+    assert re.findall(r'^LITELLM_SPEC="(.*)"$', setup, re.M) == [f"litellm[proxy]=={LITELLM_VERSION}"]
