@@ -288,9 +288,7 @@ def check_memory(d: Draft, mem: MemoryEstimate) -> list[str]:
         d.notes.append(f"HBM budget: {prof.device_memory_gib:g} GiB as torch_npu reports a "
                        f"{prof.device_memory_nominal_gib:g} GB {prof.device_kind} x gpu_memory_utilization "
                        f"= {mem.available_per_device_gib:.2f} GiB per device ({prof.device_memory_source})")
-    if mem.fits:
-        if prof.kind == "cpu" and mem.max_full_length_seqs < (d.card.serve.max_num_seqs or 1):
-            d.warnings.append(f"KV cache holds {mem.max_full_length_seqs} full-length sequences")
+    if mem.fits:  # then the leftover holds at least max_num_seqs full-length sequences
         return []
     if mem.weights_gib + mem.reserve_gib < mem.available_per_device_gib and mem.max_full_length_seqs >= 1:
         d.suggestions.append(f"lower serve.max_num_seqs to {mem.max_full_length_seqs} or serve.max_model_len")

@@ -27,7 +27,10 @@ CARD = "smollm2-135m-instruct"
 HEALTH_POLL_S = 5  # the demo deployment's serve.health_check_interval_s
 # What the session's demo is deployed with; a re-`up` of the same deployment passes the same (else
 # the plan differs and `up` recreates it)
-DEMO_SETS = ("--set", f"serve.health_check_interval_s={HEALTH_POLL_S}")
+# One OpenMP thread: the suite runs this engine beside other engines, image builds and torch on 2
+# cores, where the card's two OpenMP threads wait at barriers for a descheduled peer (measured in a
+# full run: mean TPOT 303 ms instead of ~70; benchmarks/cpu_executor_start.py --busy 2).
+DEMO_SETS = ("--set", f"serve.health_check_interval_s={HEALTH_POLL_S}", "--set", "env.OMP_NUM_THREADS=1")
 
 
 @dataclass

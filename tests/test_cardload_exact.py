@@ -230,7 +230,7 @@ def test_a_misspelt_key_is_primary_with_did_you_mean_and_the_missing_one_beside_
 
 def test_an_unknown_key_far_from_any_lists_what_is_allowed(tmp_path):
     errs = _card_errors(tmp_path, DEMO + "bogus: 1\n")
-    assert _rows(errs) == [("unknown key 'bogus'", 49, "bogus",
+    assert _rows(errs) == [("unknown key 'bogus'", DEMO.count("\n") + 1, "bogus",
                             "allowed: name, description, model, serve, env, targets, smoke, eval, sources")]
 
 
@@ -269,7 +269,7 @@ def test_layering_builtin_target_card_override_set():
     # builtin tp 1 < target (utilisation 0.8) < card (max_num_seqs 16) < cpu override (float32, eager) < --set
     assert (s.tensor_parallel_size, s.gpu_memory_utilization, s.max_num_seqs, s.dtype, s.enforce_eager,
             s.max_model_len) == (1, 0.8, 16, "float32", True, 1024)
-    assert r.card.env == {"A": "1", "VLLM_CPU_KVCACHE_SPACE": "2", "B": "2"}
+    assert r.card.env == {"A": "1", "VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "B": "2"}
     assert (r.target, r.set_keys, r.override_unsupported) == ("cpu", ["serve.max_model_len", "env.B"], None)
     other = cardload.resolve(lc, "cuda", {}, {}, ["serve.tensor_parallel_size=null"])
     assert (other.card.serve.dtype, other.card.serve.enforce_eager, other.card.serve.tensor_parallel_size) == \
@@ -297,8 +297,9 @@ def test_an_override_that_breaks_a_rule_is_blamed_on_its_own_line(tmp_path):
 
 def test_unsupported_comes_from_the_targets_override(tmp_path):
     f = tmp_path / "c.yaml"
-    f.write_text(DEMO.replace('    env: {VLLM_CPU_KVCACHE_SPACE: "2"}',
-                              '    env: {VLLM_CPU_KVCACHE_SPACE: "2"}\n  cuda:\n    unsupported: no GPU build here'))
+    demo_env = '    env: {VLLM_CPU_KVCACHE_SPACE: "2", VLLM_ENABLE_V1_MULTIPROCESSING: "0"}'
+    assert demo_env in DEMO
+    f.write_text(DEMO.replace(demo_env, demo_env + '\n  cuda:\n    unsupported: no GPU build here'))
     lc = cardload.load_card(str(f))
     assert cardload.resolve(lc, "cuda", {}, {}).override_unsupported == "no GPU build here"
     assert cardload.resolve(lc, "cpu", {}, {}).override_unsupported is None

@@ -389,11 +389,12 @@ def test_default_port_never_moves_past_65535():
 
 
 def test_env_error_in_a_target_override_names_the_override_line(tmp_path):
-    text = (REPO / "models" / f"{SMOL}.yaml").read_text().replace(
-        'env: {VLLM_CPU_KVCACHE_SPACE: "2"}', 'env: {VLLM_CPU_KVCACHE_SPACE: "2", NCCL_X: "1"}')
+    text = (REPO / "models" / f"{SMOL}.yaml").read_text()
+    cpu_env = 'env: {VLLM_CPU_KVCACHE_SPACE: "2",'
+    line = text[:text.index(cpu_env)].count("\n") + 1  # the targets.cpu.env line
     card = tmp_path / f"{SMOL}.yaml"
-    card.write_text(text)
-    assert _refusal(str(card), target="cpu")[:4] == ("env var NCCL_X is not allowed on target cpu", str(card), 33,
+    card.write_text(text.replace(cpu_env, cpu_env + ' NCCL_X: "1",'))
+    assert _refusal(str(card), target="cpu")[:4] == ("env var NCCL_X is not allowed on target cpu", str(card), line,
                                                       "env.NCCL_X")
 
 
