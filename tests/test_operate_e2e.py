@@ -43,6 +43,26 @@ def test_live_metrics_of_the_demo(demo):
     assert after["running"] == 0 and 0 <= after["kv_cache_usage"] <= 1
 
 
+def test_the_model_runs_in_the_engine_core_process(demo):
+    """The card's VLLM_ENABLE_V1_MULTIPROCESSING=0 reached vLLM: one VLLM:: process (the engine core,
+    which loads the model), no separate worker process. The test's OMP_NUM_THREADS=1 reached the
+    server (vLLM reads it there and leaves it out of the engine core's environment)."""
+    c = _container(demo)
+    found = json.loads(_in_container(c, (
+        "import json, os\n"
+        "names = {}\n"
+        "for p in filter(str.isdigit, os.listdir('/proc')):\n"
+        "    try: names[p] = open(f'/proc/{p}/comm').read().strip()\n"
+        "    except OSError: pass\n"
+        "server = open('/proc/1/task/1/children').read().split()[0]\n"
+        "env = dict(v.split('=', 1) for v in open(f'/proc/{server}/environ').read().split(chr(0)) if '=' in v)\n"
+        "print(json.dumps([sorted(n for n in names.values() if n.startswith('VLLM::')), env.get('OMP_NUM_THREADS'),"
+        " env.get('VLLM_ENABLE_V1_MULTIPROCESSING')]))")))
+    assert found == [["VLLM::EngineCor"], "1", "0"]  # comm keeps 15 characters of VLLM::EngineCore
+    assert "(EngineCore pid=" in next(line for line in c.logs().decode("utf-8", "replace").splitlines()
+                                      if "Starting to load model" in line)
+
+
 def test_debian_prometheus_scrapes_the_demo(demo, tmp_path):
     exe = shutil.which("prometheus")
     require(exe is not None, "prometheus missing: apt-get install -y prometheus")

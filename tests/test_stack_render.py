@@ -105,6 +105,8 @@ def test_cpu_pair_renders(tmp_path):
     assert "--max-model-len" in doc["services"]["smol-b"]["command"]
     i = doc["services"]["smol-b"]["command"].index("--max-model-len")
     assert doc["services"]["smol-b"]["command"][i + 1] == "1024"
+    # two engines on one host: one OpenMP thread each; the card's in-process worker stays
+    assert [(p.env["OMP_NUM_THREADS"], p.env["VLLM_ENABLE_V1_MULTIPROCESSING"]) for p in plans] == [("1", "0")] * 2
 
 
 def test_infeasible_stack_lists_every_reason(tmp_path):
