@@ -12,7 +12,7 @@ from deploy_kit.errors import BadInput, Infeasible
 from deploy_kit.stack import ledger
 from deploy_kit.stack.compose_render import render_multinode, render_stack
 from deploy_kit.stack.stackfile import apply_sets, load_stack, plan_stack
-from tests.conftest import require_compose
+from tests.conftest import deploykit_bin, require_compose
 
 pytestmark = pytest.mark.integration
 
@@ -254,3 +254,39 @@ def test_companion_ports_are_checked_with_the_deployments():
     with pytest.raises(Infeasible) as ei:
         plan_stack(st)
     assert ei.value.reasons == ["port 8311 is used twice in the stack"]
+
+
+def _cpu_stack(tmp_path, sets_a: dict, sets_b: dict | None):
+    deps = [{"name": "a", "card": "smollm2-135m-instruct", "port": 8411, "set": sets_a}]
+    if sets_b is not None:
+        deps.append({"name": "b", "card": "smollm2-135m-instruct", "port": 8412, "set": sets_b})
+    f = tmp_path / "cpu.yaml"
+    f.write_text(yaml.safe_dump({"name": "cpus", "host": {"target": "cpu"}, "deployments": deps}))
+    return load_stack(f)
+
+
+SHARED = ("2 cpu deployments share this host and this one's OpenMP threads use every core; set "
+          "env.OMP_NUM_THREADS so that their sum fits the cores (docs/measurements/cpu_executor_start.md)")
+
+
+@pytest.mark.parametrize("sets_a, sets_b, expected", [
+    ({}, {}, [[SHARED], [SHARED]]),
+    ({"env.OMP_NUM_THREADS": "1"}, {}, [[], [SHARED]]),
+    ({"env.OMP_NUM_THREADS": "1"}, {"env.OMP_NUM_THREADS": "1"}, [[], []]),
+    ({}, None, [[]]),                                   # one engine has the host to itself
+])
+def test_cpu_engines_sharing_a_host_are_warned_unless_their_threads_are_set(tmp_path, sets_a, sets_b, expected):
+    assert [p.warnings for p in plan_stack(_cpu_stack(tmp_path, sets_a, sets_b))] == expected
+
+
+def test_stack_commands_print_each_deployments_warnings_first(tmp_path):
+    """`stack plan` says what `plan` says per card: upstream's NOT SUPPORTED for InternVL2 comes before
+    the table, named after its deployment."""
+    res = subprocess.run([deploykit_bin(), "stack", "plan", "--no-ledger",
+                          str(ROOT / "compose" / "atlas-a2-mixed.yaml")], capture_output=True, text=True,
+                         timeout=60, env=dict(os.environ, COLUMNS="200"))
+    assert res.returncode == 0, res.stderr
+    lines = res.stderr.splitlines()
+    assert [ln.split(":", 2)[1].strip() for ln in lines] == ["internlm", "internvl", "internvl"]
+    assert lines[1].startswith("warning: internvl: upstream vLLM-Ascend v0.23.0 marks InternVL2.0/2.5/3.0")
+    assert "NOT SUPPORTED" in lines[1] and res.stdout.startswith("# stack atlas-a2-mixed on ascend-a2")

@@ -22,6 +22,7 @@ ObservabilityOpt = Annotated[Optional[bool], typer.Option(
 
 def _load_and_plan(path: Path, use_ledger: bool = True, sets: list[str] | None = None,
                    observability: bool | None = None):
+    from ..console import warn
     from ..stack import ledger
     from ..stack.stackfile import apply_sets, load_stack, plan_stack, with_observability
 
@@ -30,7 +31,11 @@ def _load_and_plan(path: Path, use_ledger: bool = True, sets: list[str] | None =
     own = {d.name for d in st.deployments}
     busy_d = ledger.busy_devices(st.host.target, exclude=own) if use_ledger else {}
     busy_p = ledger.busy_ports(exclude=own) if use_ledger else {}
-    return st, plan_stack(st, busy_devices=busy_d, busy_ports=busy_p, source=str(path))
+    plans = plan_stack(st, busy_devices=busy_d, busy_ports=busy_p, source=str(path))
+    for p in plans:  # first, as `plan` does: e.g. upstream marks a model NOT SUPPORTED
+        for w in p.warnings:
+            warn(f"{p.name}: {w}")
+    return st, plans
 
 
 @stack_app.command("plan")

