@@ -33,6 +33,8 @@ from pathlib import Path
 
 import httpx
 
+from deploy_kit.paths import cache_dir
+
 CARD = "smollm2-135m-instruct"
 ARGV = ["python3", "-m", "vllm.entrypoints.openai.api_server", "--model", f"/models/{CARD}",
         "--served-model-name", CARD, "--host", "0.0.0.0", "--port", "8000", "--max-model-len", "2048",
@@ -67,10 +69,9 @@ def start(image: str, weights: Path, port: int, env: dict) -> tuple[str, float]:
     raise SystemExit(f"container {cid[:12]} not ready in 600 s")
 
 
-def complete(port: int, prompt: str, max_tokens: int, ignore_eos: bool = False) -> str:
+def complete(port: int, prompt: str, max_tokens: int) -> str:
     res = httpx.post(f"http://127.0.0.1:{port}/v1/completions", timeout=300,
-                     json={"model": CARD, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
-                           "ignore_eos": ignore_eos})
+                     json={"model": CARD, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0})
     res.raise_for_status()
     return res.json()["choices"][0]["text"]
 
@@ -114,7 +115,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     image = demo_image()
-    weights = Path.home() / ".cache" / "deploykit" / "models" / CARD
+    weights = cache_dir() / CARD  # where `deploykit up` / the README demo put them
     modes = args.modes.split(",")
     if not modes or any(m not in MODES for m in modes):
         raise SystemExit(f"--modes: choose from {', '.join(MODES)}")

@@ -49,13 +49,13 @@ def make_plan(card: str, target: Optional[str], tp: Optional[int], devices: Opti
                 busy_ports=ledger.busy_ports(), release=release, strict=strict, force_devices=force_devices)
 
 
-def print_warnings(p: Any) -> None:
+def print_warnings(p: Any, prefix: str = "") -> None:
     """The plan's warnings (e.g. upstream marks the model not supported), before anything else, so
-    they are the first lines a person reads."""
+    they are the first lines a person reads; `prefix` names the deployment when several are planned."""
     from deploy_kit.console import warn
 
     for w in p.warnings:
-        warn(w)
+        warn(prefix + w)
 
 
 def print_plan(p: Any) -> None:

@@ -22,9 +22,9 @@ ObservabilityOpt = Annotated[Optional[bool], typer.Option(
 
 def _load_and_plan(path: Path, use_ledger: bool = True, sets: list[str] | None = None,
                    observability: bool | None = None):
-    from ..console import warn
     from ..stack import ledger
     from ..stack.stackfile import apply_sets, load_stack, plan_stack, with_observability
+    from .catalog import print_warnings
 
     st = with_observability(apply_sets(load_stack(path), sets), observability)
     # Deployments of this very stack that are already up are not "busy" against themselves.
@@ -33,8 +33,7 @@ def _load_and_plan(path: Path, use_ledger: bool = True, sets: list[str] | None =
     busy_p = ledger.busy_ports(exclude=own) if use_ledger else {}
     plans = plan_stack(st, busy_devices=busy_d, busy_ports=busy_p, source=str(path))
     for p in plans:  # first, as `plan` does: e.g. upstream marks a model NOT SUPPORTED
-        for w in p.warnings:
-            warn(f"{p.name}: {w}")
+        print_warnings(p, prefix=f"{p.name}: ")
     return st, plans
 
 
